@@ -1,0 +1,51 @@
+"""nb2prod: from a Jupyter notebook to a production model service.
+
+In a notebook::
+
+    %load_ext nb2prod
+    %nb2prod start churn
+    %nb2prod data train --role train --target churned
+    %nb2prod model clf --name churn
+
+From Python, the same functions: ``nb2prod.start``, ``nb2prod.data``,
+``nb2prod.model``, ``nb2prod.status``, ``nb2prod.end``.
+
+``import nb2prod`` and ``%load_ext nb2prod`` stay light: mlflow, bentoml,
+papermill, scikit-learn and pandas are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from nb2prod.exceptions import Nb2ProdError
+from nb2prod.session import data, end, model, start, status
+
+__version__ = "0.1.0"
+__all__ = ["Nb2ProdError", "data", "end", "load_ipython_extension", "model", "start", "status"]
+
+_magics: Any = None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nb2prod``: register ``%nb2prod`` and the cell hook; start nothing heavy."""
+    global _magics
+    from nb2prod.magics import Nb2ProdMagics
+
+    if _magics is not None:
+        unload_ipython_extension(ipython)
+    _magics = Nb2ProdMagics(ipython)
+    ipython.register_magics(_magics)
+    ipython.events.register("post_run_cell", _magics.post_run_cell)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nb2prod``: remove the magic and the hook."""
+    global _magics
+    if _magics is None:
+        return
+    with contextlib.suppress(ValueError):
+        ipython.events.unregister("post_run_cell", _magics.post_run_cell)
+    ipython.magics_manager.magics["line"].pop("nb2prod", None)
+    _magics = None

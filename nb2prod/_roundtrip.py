@@ -1,0 +1,82 @@
+"""Entry point of the fresh process that proves a saved model loads and predicts as the live one.
+
+Usage: ``python -m nb2prod._roundtrip MODEL_URI FOLDER``. ``FOLDER`` holds
+``sample.pkl`` and ``expected.npz`` written by the parent; the verdict is
+written to ``FOLDER/result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _last_line(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _compare(name: str, got: Any, want: Any) -> str | None:
+    import numpy as np
+
+    got_arr = np.asarray(got)
+    want_arr = np.asarray(want)
+    if got_arr.shape != want_arr.shape:
+        return f"{name}: shape {got_arr.shape} after reload, {want_arr.shape} live"
+    if want_arr.dtype.kind in "fc":
+        bad = ~np.isclose(
+            got_arr.astype(float), want_arr.astype(float), rtol=1e-9, atol=1e-12, equal_nan=True
+        )
+    else:
+        bad = got_arr.astype(str) != want_arr.astype(str)
+    if bad.any():
+        count = int(bad.reshape(bad.shape[0], -1).any(axis=1).sum()) if bad.ndim else 1
+        return f"{name}: {count} of {want_arr.shape[0]} rows differ"
+    return None
+
+
+def main(argv: list[str]) -> int:
+    model_uri, folder = argv[0], Path(argv[1])
+    result: dict[str, Any] = {"ok": False}
+    try:
+        import numpy as np
+        import pandas as pd
+
+        sample = pd.read_pickle(folder / "sample.pkl")
+        expected = np.load(folder / "expected.npz", allow_pickle=False)
+        result["rows"] = len(sample)
+        try:
+            import mlflow.pyfunc
+
+            model = mlflow.pyfunc.load_model(model_uri)
+        except Exception as exc:
+            result.update(stage="load", detail=_last_line(exc))
+            return 1
+        try:
+            predicted = model.predict(sample)
+            raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
+            proba = None
+            if "expected_proba" in expected.files and raw is not None and hasattr(raw, "predict_proba"):
+                proba = raw.predict_proba(sample)
+        except Exception as exc:
+            result.update(stage="predict", detail=_last_line(exc))
+            return 1
+        problems = [p for p in [_compare("predictions", predicted, expected["expected"])] if p]
+        if proba is not None:
+            issue = _compare("probabilities", proba, expected["expected_proba"])
+            if issue:
+                problems.append(issue)
+        if problems:
+            result.update(stage="compare", detail="; ".join(problems))
+            return 1
+        result["ok"] = True
+        return 0
+    finally:
+        (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

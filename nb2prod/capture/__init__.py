@@ -1,0 +1,1 @@
+"""What nb2prod records from a notebook: environment, data, models."""

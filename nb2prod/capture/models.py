@@ -1,0 +1,401 @@
+"""Fitted models: what they are, whether they can be saved safely, and proof that they load.
+
+The checks here run *before* anything is logged, so a model that cannot be
+saved or loaded never reaches the registry:
+
+* :func:`inspect_model` finds the flavor (scikit-learn, xgboost, lightgbm,
+  generic pyfunc), checks the model is fitted, and refuses classes that live
+  in the notebook's ``__main__`` (they cannot be imported by a service).
+* :func:`skops_trusted_types` lists the types a scikit-learn model needs when
+  loaded with skops. The allow-list lives here, in our code, never in the
+  artifact: a type outside it needs the user's explicit ``trust``.
+* :func:`roundtrip_check` loads the logged model in a fresh Python process
+  and compares its predictions with the live model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nb2prod.exceptions import ModelError, RoundTripError
+
+SKLEARN = "sklearn"
+XGBOOST = "xgboost"
+LIGHTGBM = "lightgbm"
+PYFUNC = "pyfunc"
+
+# Modules whose types a skops load may trust without asking. Anything else,
+# a notebook class above all, must be trusted by name by the user.
+TRUSTED_MODULE_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What nb2prod learnt about a live model object.
+
+    Attributes:
+        flavor: ``sklearn``, ``xgboost``, ``lightgbm`` or ``pyfunc``.
+        class_name: Fully qualified class of the model.
+        is_classifier: Whether it predicts classes.
+        has_proba: Whether it has ``predict_proba``.
+        feature_names: Columns it was fitted on, when it knows them.
+        n_features: Number of input features, when known.
+        classes: Class labels of a classifier, as strings.
+        params: Its hyper-parameters, as strings (scikit-learn ``get_params``).
+        trusted_types: Types a skops load needs (scikit-learn only).
+    """
+
+    flavor: str
+    class_name: str
+    is_classifier: bool
+    has_proba: bool
+    feature_names: list[str] | None
+    n_features: int | None
+    classes: list[str] | None
+    params: dict[str, str] = field(default_factory=dict)
+    trusted_types: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _flavor(model: Any) -> str:
+    module = type(model).__module__.split(".")[0]
+    if module == XGBOOST:
+        return XGBOOST
+    if module == LIGHTGBM:
+        return LIGHTGBM
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        BaseEstimator = ()  # type: ignore[assignment,misc]
+    if isinstance(model, BaseEstimator):
+        return SKLEARN
+    if callable(getattr(model, "predict", None)):
+        return PYFUNC
+    raise ModelError(
+        f"cannot capture a {_qualname(model)}: it has no predict method",
+        hint="pass a fitted estimator (scikit-learn, xgboost, lightgbm) or an object with predict(X)",
+    )
+
+
+def _main_classes(model: Any) -> list[str]:
+    """Classes defined in ``__main__`` anywhere in a scikit-learn model's parameter tree."""
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        cls = type(obj)
+        if cls.__module__ == "__main__":
+            found.append(f"__main__.{cls.__qualname__}")
+        if isinstance(obj, list | tuple):
+            for item in obj:
+                walk(item)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                walk(item)
+        get_params = getattr(obj, "get_params", None)
+        if callable(get_params) and not isinstance(obj, type):
+            try:
+                params = get_params(deep=False)
+            except Exception:
+                return
+            for value in params.values():
+                walk(value)
+        for attr in ("steps", "transformers_", "estimators_"):
+            value = getattr(obj, attr, None)
+            if isinstance(value, list | tuple):
+                walk(value)
+
+    walk(model)
+    return sorted(set(found))
+
+
+def _main_class_error(names: list[str], variable: str) -> ModelError:
+    listed = ", ".join(names)
+    return ModelError(
+        f"model '{variable}' uses {listed}, defined in the notebook itself; a saved model only "
+        "stores a reference to that class, so a service (or a fresh kernel) cannot load it",
+        hint="move the class into a .py module next to the notebook, import it from there, re-fit, "
+        "and capture again",
+    )
+
+
+def _is_fitted(model: Any, flavor: str) -> bool:
+    if flavor == SKLEARN:
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            return False
+        except TypeError:
+            return True
+        return True
+    if flavor == XGBOOST:
+        try:
+            model.get_booster()
+        except Exception:
+            return False
+    if flavor == LIGHTGBM:
+        return getattr(model, "fitted_", True) is not False and getattr(model, "_Booster", 1) is not None
+    return True
+
+
+def _params(model: Any) -> dict[str, str]:
+    get_params = getattr(model, "get_params", None)
+    if not callable(get_params):
+        return {}
+    try:
+        raw = get_params(deep=False)
+    except Exception:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        text = repr(value) if not isinstance(value, str) else value
+        out[key] = text if len(text) <= 500 else text[:497] + "..."
+    return out
+
+
+def skops_trusted_types(model: Any, trust: tuple[str, ...] = (), variable: str = "model") -> list[str]:
+    """Types a skops load of ``model`` must trust, checked against our allow-list.
+
+    Raises:
+        ModelError: a type is neither allow-listed nor in ``trust``, or lives in ``__main__``.
+    """
+    import skops.io as sio
+
+    try:
+        payload = sio.dumps(model)
+    except Exception as exc:
+        raise ModelError(
+            f"model '{variable}' cannot be serialised with skops ({type(exc).__name__}: {exc})",
+            hint="use scikit-learn components, or an importable module for custom ones",
+        ) from exc
+    needed = sio.get_untrusted_types(data=payload)
+    main = [name for name in needed if name.startswith("__main__.")]
+    if main:
+        raise _main_class_error(main, variable)
+    refused = [name for name in needed if not name.startswith(TRUSTED_MODULE_PREFIXES) and name not in trust]
+    if refused:
+        listed = ", ".join(refused)
+        raise ModelError(
+            f"model '{variable}' needs types that nb2prod does not trust by default: {listed}",
+            hint=f"if you wrote or trust them, capture with --trust {' --trust '.join(refused)} "
+            f"(Python: trust=[...])",
+        )
+    return sorted(needed)
+
+
+def inspect_model(model: Any, *, variable: str = "model", trust: tuple[str, ...] = ()) -> ModelInfo:
+    """Check a live model can be captured and describe it.
+
+    Raises:
+        ModelError: not a model, not fitted, uses notebook classes or untrusted types.
+    """
+    if isinstance(model, type):
+        raise ModelError(
+            f"'{variable}' is a class, not a fitted model",
+            hint=f"create and fit an instance, e.g. clf = {model.__name__}().fit(X, y)",
+        )
+    flavor = _flavor(model)
+    if not _is_fitted(model, flavor):
+        raise ModelError(
+            f"model '{variable}' ({type(model).__name__}) is not fitted",
+            hint=f"call {variable}.fit(X, y) before capturing it",
+        )
+    if type(model).__module__ == "__main__":
+        raise _main_class_error([f"__main__.{type(model).__qualname__}"], variable)
+    trusted: list[str] = []
+    if flavor == SKLEARN:
+        main = _main_classes(model)
+        if main:
+            raise _main_class_error(main, variable)
+        trusted = skops_trusted_types(model, trust, variable)
+    names = getattr(model, "feature_names_in_", None)
+    feature_names = [str(n) for n in names] if names is not None else None
+    n_features = getattr(model, "n_features_in_", None)
+    classes = getattr(model, "classes_", None)
+    is_classifier = classes is not None or getattr(model, "_estimator_type", None) == "classifier"
+    return ModelInfo(
+        flavor=flavor,
+        class_name=_qualname(model),
+        is_classifier=bool(is_classifier),
+        has_proba=callable(getattr(model, "predict_proba", None)),
+        feature_names=feature_names,
+        n_features=int(n_features) if n_features is not None else None,
+        classes=[str(c) for c in classes] if classes is not None else None,
+        params=_params(model),
+        trusted_types=trusted,
+    )
+
+
+def check_features(info: ModelInfo, columns: list[str] | None, n_columns: int, variable: str) -> None:
+    """The training frame must have the columns the model was fitted on, in that order."""
+    if info.feature_names is not None and columns is not None and info.feature_names != columns:
+        missing = [c for c in info.feature_names if c not in columns]
+        extra = [c for c in columns if c not in info.feature_names]
+        detail = []
+        if missing:
+            detail.append(f"missing {missing[:5]}")
+        if extra:
+            detail.append(f"extra {extra[:5]}")
+        if not detail:
+            detail.append("same columns in another order")
+        raise ModelError(
+            f"model '{variable}' was fitted on other columns than the X given ({'; '.join(detail)})",
+            hint="pass the exact frame the model was fitted on with --X, or track it with --role train",
+        )
+    if info.n_features is not None and info.n_features != n_columns:
+        raise ModelError(
+            f"model '{variable}' expects {info.n_features} features, X has {n_columns}",
+            hint="pass the exact frame the model was fitted on with --X",
+        )
+
+
+def to_signature_types(frame: Any) -> Any:
+    """Cast columns MLflow's signature cannot carry as they are (categories become strings)."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        return frame
+    out = frame
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            if out is frame:
+                out = frame.copy()
+            out[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return out
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, keyed by POSIX relative path."""
+    hashes: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        hashes[path.relative_to(root).as_posix()] = f"sha256:{digest.hexdigest()}"
+    return hashes
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Result of loading a saved model in a fresh process.
+
+    Attributes:
+        ok: Predictions equal.
+        rows: Rows compared.
+        seconds: Wall time of the check.
+        stage: Where it failed: ``load``, ``predict`` or ``compare`` (None when ok).
+        detail: What failed.
+    """
+
+    ok: bool
+    rows: int
+    seconds: float
+    stage: str | None = None
+    detail: str | None = None
+
+
+def roundtrip_check(
+    model_uri: str,
+    tracking_uri: str,
+    sample: Any,
+    expected: Any,
+    expected_proba: Any | None,
+    *,
+    variable: str,
+    timeout: float = 300.0,
+) -> RoundTrip:
+    """Load ``model_uri`` in a fresh interpreter and compare its predictions with ``expected``.
+
+    Raises:
+        RoundTripError: the model did not load, or predicted differently; the message names why.
+    """
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nb2prod-roundtrip-") as tmp:
+        folder = Path(tmp)
+        frame = sample if isinstance(sample, pd.DataFrame) else pd.DataFrame(np.asarray(sample))
+        frame.to_pickle(folder / "sample.pkl")  # our own temp file, read back by our own process
+        arrays = {"expected": np.asarray(expected)}
+        if expected_proba is not None:
+            arrays["expected_proba"] = np.asarray(expected_proba)
+        np.savez(folder / "expected.npz", **arrays)  # type: ignore[arg-type]
+        env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONHASHSEED="0")
+        env.pop("PYTHONSTARTUP", None)
+        # Run from a neutral folder so notebook-local modules are not importable by accident:
+        # a service will not have the notebook folder on its path either.
+        cmd = [sys.executable, "-m", "nb2prod._roundtrip", model_uri, str(folder)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=folder, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RoundTripError(
+                f"loading model '{variable}' in a fresh process took over {timeout:.0f} s",
+                hint="check the model size and the tracking store's speed",
+            ) from exc
+        result_path = folder / "result.json"
+        if result_path.exists():
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        else:
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+            result = {
+                "ok": False,
+                "stage": "load",
+                "detail": " | ".join(tail) or f"exit code {proc.returncode}",
+            }
+    seconds = time.perf_counter() - started
+    trip = RoundTrip(
+        ok=bool(result.get("ok")),
+        rows=int(result.get("rows", len(frame))),
+        seconds=seconds,
+        stage=result.get("stage"),
+        detail=result.get("detail"),
+    )
+    if not trip.ok:
+        raise RoundTripError(_roundtrip_message(trip, variable), hint=_roundtrip_hint(trip))
+    return trip
+
+
+def _roundtrip_message(trip: RoundTrip, variable: str) -> str:
+    if trip.stage == "load":
+        return f"the saved model '{variable}' does not load in a fresh Python process: {trip.detail}"
+    if trip.stage == "predict":
+        return f"the saved model '{variable}' loads but fails to predict: {trip.detail}"
+    return f"the saved model '{variable}' predicts differently from the live one: {trip.detail}"
+
+
+def _roundtrip_hint(trip: RoundTrip) -> str:
+    detail = trip.detail or ""
+    if "__main__" in detail:
+        return "move classes defined in the notebook into an importable .py module, re-fit, capture again"
+    if "ModuleNotFoundError" in detail or "No module named" in detail:
+        return "install the missing package in this environment (and import it in the notebook)"
+    if trip.stage == "compare":
+        return "the model is not deterministic after reload; check custom code and random state"
+    return "nothing was registered; fix the cause above and capture again"

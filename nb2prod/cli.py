@@ -1,0 +1,83 @@
+"""``nb2prod`` on the command line: parses, calls the core, prints. Only this module imports click."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from nb2prod import __version__
+from nb2prod.exceptions import Nb2ProdError
+
+
+class _Group(click.Group):
+    """Shows an nb2prod error as one message and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Nb2ProdError as exc:
+            click.echo(f"nb2prod: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nb2prod")
+def main() -> None:
+    """From a Jupyter notebook to a production model service.
+
+    Exit codes: 0 success, 1 the job ran and found a problem, 2 an error (bad input,
+    failed notebook, unreachable store).
+    """
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Project folder to use (default: a new temp folder).",
+)
+def demo(folder: Path | None) -> None:
+    """Run the example notebook in a temp project and show what nb2prod captured."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nb2prod.demo import run_demo
+
+    console = Console()
+    with console.status("executing the example notebook in a fresh kernel..."):
+        report = run_demo(folder)
+    env = report.environment
+    console.print(f"[bold]nb2prod demo[/bold]: notebook ran in {report.seconds:.1f} s in {report.project}")
+    console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
+
+    table = Table(title="Environment", show_header=False)
+    table.add_row("python", f"{env['python_implementation']} {env['python_version']} ({env['system']})")
+    table.add_row("packages", f"{len(env['distributions'])} installed, {len(env['imported'])} imported")
+    table.add_row("imported", ", ".join(f"{k}=={v}" for k, v in sorted(env["imported"].items())))
+    table.add_row("notebook", f"{env['notebook']['path']} ({env['notebook']['code_digest'][:23]}...)")
+    table.add_row("env digest", env["digest"])
+    console.print(table)
+
+    data = Table(title="Datasets")
+    for column in ("name", "role", "digest"):
+        data.add_column(column)
+    for item in report.datasets:
+        data.add_row(item["name"], item["context"], item["digest"])
+    console.print(data)
+
+    models = Table(title="Registered models")
+    for column in ("model", "version", "run", "data digests"):
+        models.add_column(column)
+    for mv in report.model_versions:
+        digests = "\n".join(f"{k}: {v}" for k, v in mv["tags"].items() if k.startswith("nb2prod.data."))
+        models.add_row(mv["name"], mv["version"], mv["tags"].get("nb2prod.run_id", ""), digests)
+    console.print(models)
+    console.print(f"Executed notebook: {report.notebook}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

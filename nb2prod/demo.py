@@ -1,0 +1,196 @@
+"""``nb2prod demo``: the loop, as far as it exists, on a dataset bundled with scikit-learn.
+
+The example notebook is built here (one source of truth); ``notebooks/train.ipynb``
+in the repository is written from :func:`example_notebook` and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nb2prod.exceptions import Nb2ProdError
+
+EXAMPLE_NAME = "train.ipynb"
+
+_CELLS: list[tuple[str, str, list[str]]] = [
+    (
+        "markdown",
+        "# Breast cancer classifier\n\n"
+        "Trains a logistic regression on scikit-learn's bundled breast cancer data. "
+        "`nb2prod` records the environment, the exact data, and the fitted model in MLflow "
+        "while the notebook runs, and registers the model once a fresh process has loaded it.",
+        [],
+    ),
+    (
+        "code",
+        "# Parameters: papermill (and `nb2prod run -p NAME VALUE`) overrides these.\n"
+        'experiment = "breast-cancer"\n'
+        'model_name = "breast-cancer"\n'
+        "C = 1.0\n"
+        "test_size = 0.25\n"
+        "seed = 42",
+        ["parameters"],
+    ),
+    ("code", "%load_ext nb2prod\n%nb2prod start {experiment}", []),
+    (
+        "code",
+        "from sklearn.datasets import load_breast_cancer\n"
+        "from sklearn.model_selection import train_test_split\n\n"
+        "frame = load_breast_cancer(as_frame=True).frame\n"
+        "train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame.target)\n"
+        "train.shape, test.shape",
+        [],
+    ),
+    (
+        "code",
+        "%nb2prod data train --role train --target target\n%nb2prod data test --role test --target target",
+        [],
+    ),
+    (
+        "code",
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n\n"
+        'X_train, y_train = train.drop(columns="target"), train.target\n'
+        "clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))\n"
+        "clf.fit(X_train, y_train)\n"
+        'clf.score(test.drop(columns="target"), test.target)',
+        [],
+    ),
+    ("code", "%nb2prod model clf --name {model_name}", []),
+    ("code", "%nb2prod status", []),
+]
+
+
+def example_notebook() -> Any:
+    """The example training notebook as an nbformat v4 notebook."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for index, (kind, source, tags) in enumerate(_CELLS):
+        cell = (
+            nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        )
+        cell["id"] = f"cell-{index}"
+        if tags:
+            cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    return nb
+
+
+def write_example(path: Path) -> Path:
+    """Write the example notebook to ``path``."""
+    import nbformat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(example_notebook(), str(path))
+    return path
+
+
+def new_project(folder: Path) -> Path:
+    """Make ``folder`` an nb2prod project (a ``pyproject.toml`` with ``[tool.nb2prod]``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.exists():
+        pyproject.write_text('[tool.nb2prod]\nexperiment = "demo"\n', encoding="utf-8")
+    return folder
+
+
+def kernel_env(home: Path, notebook: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a kernel running a notebook of project ``home`` on its own SQLite store."""
+    env = dict(os.environ)
+    env["NB2PROD_HOME"] = str(home)
+    env["NB2PROD_NOTEBOOK"] = str(notebook)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    env.update(extra or {})
+    return env
+
+
+def execute(notebook: Path, env: dict[str, str], timeout: int = 600) -> Any:
+    """Run a notebook in a fresh kernel in its folder; returns the executed notebook.
+
+    Raises:
+        Nb2ProdError: a cell failed; the message names the cell and the error.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    )
+    try:
+        client.execute(env=env)
+    except CellExecutionError as exc:
+        raise Nb2ProdError(f"the notebook {notebook.name} failed: {exc.ename}: {exc.evalue}") from exc
+    finally:
+        nbformat.write(nb, str(notebook))
+    return nb
+
+
+@dataclass
+class DemoReport:
+    """What the demo captured, read back from MLflow."""
+
+    project: Path
+    notebook: Path
+    seconds: float
+    run_id: str
+    tracking_uri: str
+    environment: dict[str, Any]
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    model_versions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_demo(folder: Path | None = None) -> DemoReport:
+    """Execute the example notebook in a temp project and read back what was recorded."""
+    import mlflow
+
+    project = new_project(folder or Path(tempfile.mkdtemp(prefix="nb2prod-demo-")))
+    notebook = write_example(project / "notebooks" / EXAMPLE_NAME)
+    env = kernel_env(project, notebook)
+    started = time.perf_counter()
+    execute(notebook, env)
+    seconds = time.perf_counter() - started
+
+    uri = env["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("breast-cancer")
+    if experiment is None:
+        raise Nb2ProdError("the demo notebook ran but recorded no experiment")
+    run = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    local = client.download_artifacts(run.info.run_id, "environment.json", dst_path=tempfile.mkdtemp())
+    environment = json.loads(Path(local).read_text(encoding="utf-8"))
+    datasets = [
+        {
+            "name": d.dataset.name,
+            "context": next((t.value for t in d.tags if t.key == "mlflow.data.context"), ""),
+            "digest": run.data.tags.get(f"nb2prod.data.{d.dataset.name}.digest", d.dataset.digest),
+        }
+        for d in run.inputs.dataset_inputs
+    ]
+    versions = [
+        {"name": mv.name, "version": mv.version, "tags": dict(mv.tags)}
+        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    ]
+    return DemoReport(
+        project=project,
+        notebook=notebook,
+        seconds=seconds,
+        run_id=run.info.run_id,
+        tracking_uri=uri,
+        environment=environment,
+        datasets=datasets,
+        model_versions=versions,
+    )

@@ -1,0 +1,180 @@
+"""``%nb2prod``: the IPython connectivity layer. It parses, resolves names and prints; the work is in
+:mod:`nb2prod.session`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from nb2prod.exceptions import StoreError, UsageError, VariableNotFoundError
+
+SUBCOMMANDS = ("start", "data", "model", "status", "end")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises our UsageError instead of exiting the kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(
+            f"%nb2prod {self.prog.split()[-1]}: {message}", hint=f"usage: {self.format_usage().strip()}"
+        )
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        # --help prints, then argparse exits: raise a quiet usage error instead.
+        raise UsageError(message or self.format_help())
+
+
+def _parsers() -> dict[str, _Parser]:
+    p: dict[str, _Parser] = {}
+    start = p["start"] = _Parser(prog="%nb2prod start", add_help=True)
+    start.add_argument("experiment", nargs="?", help="MLflow experiment (default: settings)")
+    start.add_argument("--notebook", help="path of this notebook, when nb2prod cannot tell")
+    start.add_argument("--run-name", help="MLflow run name")
+    data = p["data"] = _Parser(prog="%nb2prod data")
+    data.add_argument(
+        "obj", metavar="DF", help="a DataFrame, Series or array variable, or a file/directory path"
+    )
+    data.add_argument("--name", help="dataset name (default: the variable name or file stem)")
+    data.add_argument("--role", default="train", choices=["train", "test", "reference", "other"])
+    data.add_argument("--target", help="label column inside DF (its y)")
+    model = p["model"] = _Parser(prog="%nb2prod model")
+    model.add_argument("est", metavar="EST", help="the fitted model variable")
+    model.add_argument("--X", dest="X", help="features it was fitted on (default: the tracked train frame)")
+    model.add_argument("--y", dest="y", help="labels it was fitted on")
+    model.add_argument("--name", help="registered model name (default: the variable name)")
+    model.add_argument("--trust", action="append", default=[], help="a type to trust when loading (repeat)")
+    p["status"] = _Parser(prog="%nb2prod status")
+    end = p["end"] = _Parser(prog="%nb2prod end")
+    end.add_argument("--failed", action="store_true", help="mark the run FAILED")
+    return p
+
+
+@magics_class
+class Nb2ProdMagics(Magics):
+    """The ``%nb2prod`` line magic and its subcommands."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._parsers = _parsers()
+        # Variable name -> id() of the object tracked under it, to warn when it is rebound.
+        self.tracked_ids: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    @line_magic
+    def nb2prod(self, line: str) -> None:
+        """%nb2prod start|data|model|status|end ... (``%nb2prod SUB --help`` for each)."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"cannot parse '{line}': {exc}", hint="check the quotes") from None
+        if not words or words[0] in ("-h", "--help", "help"):
+            raise UsageError(
+                "usage: %nb2prod {" + ",".join(SUBCOMMANDS) + "} ...", hint="e.g. %nb2prod start churn"
+            )
+        sub, rest = words[0], words[1:]
+        if sub not in SUBCOMMANDS:
+            close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
+            suggestion = f"did you mean '{close[0]}'? " if close else ""
+            raise UsageError(
+                f"unknown subcommand '{sub}'", hint=f"{suggestion}valid: {', '.join(SUBCOMMANDS)}"
+            )
+        args = self._parsers[sub].parse_args(rest)
+        handler: Callable[[argparse.Namespace], None] = getattr(self, f"_{sub}")
+        try:
+            handler(args)
+        except StoreError as exc:
+            from nb2prod import session
+
+            session.note_not_recorded(exc)
+            settings_strict = session._current is not None and session._current.settings.strict
+            if settings_strict:
+                raise
+            # The store failed, not the user: warn, keep the notebook running, count it.
+            print(f"nb2prod WARNING: {exc}", file=sys.stderr)
+
+    # -- subcommands -----------------------------------------------------------------
+
+    def _lookup(self, name: str, what: str) -> Any:
+        ns = self.shell.user_ns
+        if name in ns:
+            return ns[name]
+        candidates = [k for k in ns if not k.startswith("_") and isinstance(k, str)]
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else f"define {name} in a cell above, or pass another {what}"
+        )
+        raise VariableNotFoundError(name, hint=hint)
+
+    def _start(self, args: argparse.Namespace) -> None:
+        from nb2prod import display, session
+
+        result = session.start(args.experiment, notebook=args.notebook, run_name=args.run_name)
+        self.tracked_ids.clear()
+        self._warned.clear()
+        print(display.start_text(result))
+
+    def _data(self, args: argparse.Namespace) -> None:
+        from nb2prod import display, session
+
+        token: str = args.obj
+        if token in self.shell.user_ns:
+            obj = self.shell.user_ns[token]
+            name = args.name or token
+            record = session.data(obj, name=name, role=args.role, target=args.target)
+            self.tracked_ids[token] = id(obj)
+            self._warned.discard(token)
+        elif Path(token).expanduser().exists():
+            record = session.data(Path(token), name=args.name, role=args.role, target=args.target)
+        else:
+            self._lookup(token, "DataFrame or an existing path")
+            return
+        print(display.dataset_text(record))
+
+    def _model(self, args: argparse.Namespace) -> None:
+        from nb2prod import display, session
+
+        est = self._lookup(args.est, "fitted model")
+        X = self._lookup(args.X, "feature frame") if args.X else None
+        y = self._lookup(args.y, "label series") if args.y else None
+        record = session.model(
+            est, X=X, y=y, name=args.name or args.est, trust=tuple(args.trust), variable=args.est
+        )
+        print(display.model_text(record))
+
+    def _status(self, args: argparse.Namespace) -> None:
+        from nb2prod import session, widgets
+
+        widgets.show_status(session.status(), self.shell)
+
+    def _end(self, args: argparse.Namespace) -> None:
+        from nb2prod import session
+
+        run_id = session.end("FAILED" if args.failed else "FINISHED")
+        print(f"nb2prod: run {run_id} ended" if run_id else "nb2prod: no capture session was open")
+
+    # -- cell hook -------------------------------------------------------------------
+
+    def post_run_cell(self, result: Any) -> None:
+        """Warn once when a tracked variable is rebound to another object (its record is stale)."""
+        try:
+            ns = self.shell.user_ns
+            for name, ident in self.tracked_ids.items():
+                if name in ns and id(ns[name]) != ident and name not in self._warned:
+                    self._warned.add(name)
+                    print(
+                        f"nb2prod: '{name}' now holds another object than the one tracked; "
+                        f"run %nb2prod data {name} again to record its new content",
+                        file=sys.stderr,
+                    )
+        except Exception as exc:  # capture never breaks the notebook
+            print(f"nb2prod WARNING: cell hook failed: {exc}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""The tracking store failing: unreachable at start, and a real MLflow server that goes away mid-session."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nb2prod import exceptions as exc
+from nb2prod import session
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_fails_fast_with_a_clear_error(project: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    started = time.perf_counter()
+    with pytest.raises(exc.StoreError, match="does not answer") as info:
+        session.start("nowhere")
+    assert time.perf_counter() - started < 15
+    assert "no run was opened" in str(info.value) and "unset MLFLOW_TRACKING_URI" in str(info.value)
+    assert session._current is None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start in 90 s")
+    yield url, proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_remote_server_then_outage_warns_and_keeps_the_notebook_working(
+    ip: Any, mlflow_server: tuple[str, Any], monkeypatch: Any, breast_cancer: Any, capsys: Any
+) -> None:
+    import mlflow
+
+    url, proc = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ip.user_ns["df"] = breast_cancer
+    ip.run_line_magic("nb2prod", "start remote")
+    ip.run_line_magic("nb2prod", "data df")
+    run_id = session.current().run_id
+    remote = mlflow.MlflowClient(tracking_uri=url)
+    assert remote.get_run(run_id).data.tags["nb2prod.data.df.digest"].startswith("xxh3_128:")
+    assert "environment.json" in {f.path for f in remote.list_artifacts(run_id)}
+
+    proc.terminate()
+    proc.wait(timeout=20)
+    capsys.readouterr()
+    ip.run_line_magic("nb2prod", "data df --name again")
+    err = capsys.readouterr().err
+    assert "nb2prod WARNING" in err and "not recorded: dataset 'again'" in err
+    assert ip.run_cell("21 * 2").result == 42
+    report = session.status()
+    assert report.not_recorded == ["dataset 'again'"]
+    assert [d.name for d in report.datasets] == ["df"]
+    with pytest.raises(exc.StoreError, match="failed at the tracking store"):
+        session.data(breast_cancer, name="direct")
