@@ -33,6 +33,10 @@ TAG_ARTIFACT_SHA256 = "nb2prod.artifact_sha256"
 TAG_FLAVOR = "nb2prod.flavor"
 TAG_RUN_ID = "nb2prod.run_id"
 TAG_MODEL_ID = "nb2prod.model_id"
+# Set by a runner (``nb2prod run``) in the kernel's environment: capture into this existing run,
+# and leave registration to the runner, which registers only when the whole notebook succeeded.
+ATTACH_ENV = "NB2PROD_RUN_ID"
+DEFER_ENV = "NB2PROD_DEFER_REGISTRATION"
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ class ModelRecord:
 
     Attributes:
         name: Registered model name.
-        version: Registry version.
-        model_uri: ``models:/NAME/VERSION``.
+        version: Registry version; None while a runner defers registration to the run's end.
+        model_uri: ``models:/NAME/VERSION`` (``models:/m-...`` while not registered).
         model_id: MLflow logged-model id (``m-...``).
         run_id: Run it was logged in.
         info: What nb2prod learnt about the live object.
@@ -75,7 +79,7 @@ class ModelRecord:
     """
 
     name: str
-    version: str
+    version: str | None
     model_uri: str
     model_id: str
     run_id: str
@@ -119,6 +123,7 @@ class Session:
     frames: dict[str, Any] = field(default_factory=dict)
     models: list[ModelRecord] = field(default_factory=list)
     not_recorded: list[str] = field(default_factory=list)
+    attached: bool = False
 
 
 _current: Session | None = None
@@ -252,20 +257,37 @@ def start(
         run_tags["mlflow.source.git.commit"] = snap.git.commit
     run_tags.update(tags or {})
 
+    attach_to = os.environ.get(ATTACH_ENV) or None
     with tracking.store_call(settings, what="opening the MLflow run", not_recorded="the whole session"):
         client = tracking.client(settings)
-        experiment_id = tracking.ensure_experiment(settings, client, settings.experiment)
-        previous = tracking.previous_run_id(client, experiment_id, key)
+        if attach_to:
+            # A runner (nb2prod run) opened the run: capture into it, it owns the run's status.
+            run = client.get_run(attach_to)
+            experiment_id = run.info.experiment_id
+            experiment_name = client.get_experiment(experiment_id).name
+            if settings.experiment != experiment_name:
+                run_tags["nb2prod.requested_experiment"] = settings.experiment
+            settings = settings.with_(experiment=experiment_name)
+            previous = tracking.previous_run_id(client, experiment_id, key, exclude=attach_to)
+        else:
+            experiment_id = tracking.ensure_experiment(settings, client, settings.experiment)
+            previous = tracking.previous_run_id(client, experiment_id, key)
         if previous:
             run_tags[tracking.TAG_PREVIOUS_RUN] = previous
-        run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+        if attach_to:
+            for tag_key, value in run_tags.items():
+                if tag_key != tracking.TAG_KIND:
+                    client.set_tag(attach_to, tag_key, value)
+        else:
+            run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     run_id = run.info.run_id
     try:
         with tracking.store_call(settings, what="logging the environment", not_recorded="environment.json"):
             tracking.log_json(client, run_id, snap.to_dict(), tracking.ENVIRONMENT_JSON)
             client.log_text(run_id, env_mod.requirements_txt(snap), tracking.REQUIREMENTS_TXT)
     except StoreError:
-        _fail_run(client, run_id)
+        if not attach_to:
+            _fail_run(client, run_id)
         raise
 
     diff = None
@@ -290,6 +312,7 @@ def start(
         diff=diff,
         shell=shell,
         not_recorded=missed,
+        attached=bool(attach_to),
     )
     return StartResult(
         run_id=run_id,
@@ -329,6 +352,9 @@ def end(status: str = "FINISHED") -> str | None:
     import mlflow
 
     active = mlflow.active_run()
+    if session.attached:
+        # The runner that opened the run sets its final status.
+        return session.run_id
     if active is not None and active.info.run_id == session.run_id:
         mlflow.end_run(status=status)
     else:
@@ -548,11 +574,22 @@ def model(
         from nb2prod import tracking
 
         tracking.log_json(session.client, session.run_id, tracking_json, f"models/{reg_name}.json")
-    version = _register(session, logged.model_uri, reg_name, logged.model_id, digests, artifact_hashes, info)
+    registry_tags = _registry_tags(session, logged.model_id, digests, artifact_hashes, info)
+    deferred = os.environ.get(DEFER_ENV, "").strip().lower() in ("1", "true", "yes")
+    with tracking_call(session, f"recording {what}", f"the registration of {what}"):
+        from nb2prod import registry
+
+        registry.record_candidate(session.client, session.run_id, reg_name, logged.model_uri, registry_tags)
+        if deferred:
+            version = None
+        else:
+            version = registry.register(
+                session.client, session.run_id, reg_name, logged.model_uri, registry_tags
+            )
     record = ModelRecord(
         name=reg_name,
-        version=str(version),
-        model_uri=f"models:/{reg_name}/{version}",
+        version=version,
+        model_uri=f"models:/{reg_name}/{version}" if version else logged.model_uri,
         model_id=logged.model_id,
         run_id=session.run_id,
         info=info,
@@ -675,17 +712,13 @@ def _artifact_hashes(session: Session, model_id: str) -> dict[str, str]:
         return sha256_tree(Path(local))
 
 
-def _register(
+def _registry_tags(
     session: Session,
-    model_uri: str,
-    name: str,
     model_id: str,
     digests: dict[str, str],
     artifact_hashes: dict[str, str],
     info: ModelInfo,
-) -> str:
-    import mlflow
-
+) -> dict[str, str]:
     from nb2prod import tracking
 
     env = session.environment
@@ -702,11 +735,9 @@ def _register(
     if env.notebook is not None:
         tags[tracking.TAG_NOTEBOOK_DIGEST] = env.notebook.code_digest
         tags[tracking.TAG_NOTEBOOK] = _notebook_key(env)
-    if env.git is not None:
+    if env.git is not None and env.git.commit:
         tags[tracking.TAG_GIT_COMMIT] = env.git.commit
-    with tracking_call(session, f"registering model '{name}'", f"the registry version of model '{name}'"):
-        version = mlflow.register_model(model_uri, name, tags=tags)
-    return str(version.version)
+    return tags
 
 
 def status() -> StatusReport:
