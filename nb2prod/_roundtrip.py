@@ -57,10 +57,11 @@ def main(argv: list[str]) -> int:
             return 1
         try:
             predicted = model.predict(sample)
-            raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
             proba = None
-            if "expected_proba" in expected.files and raw is not None and hasattr(raw, "predict_proba"):
-                proba = raw.predict_proba(sample)
+            if "expected_proba" in expected.files:
+                raw = model.get_raw_model()
+                if hasattr(raw, "predict_proba"):
+                    proba = raw.predict_proba(sample)
         except Exception as exc:
             result.update(stage="predict", detail=_last_line(exc))
             return 1
