@@ -173,6 +173,8 @@ def test_model_is_logged_roundtripped_and_registered(started: Any, client: Any, 
     record = session.status().models[0]
     assert record.roundtrip.ok and record.roundtrip.rows == 200
     assert "sklearn.tree._tree.Tree" in record.info.trusted_types
+    assert record.info.params["n_estimators"] == "20"
+    assert client.get_logged_model(record.model_id).params["n_estimators"] == "20"
     assert record.metrics["training_accuracy"] > 0.95 and 0.8 < record.metrics["test_accuracy"] <= 1.0
 
     mv = client.get_model_version("bc-forest", "1")
