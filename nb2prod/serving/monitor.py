@@ -1,0 +1,224 @@
+"""The ``bentoml.monitor`` backend: every prediction into the prediction store, off the request path.
+
+BentoML calls :meth:`PredictionStoreMonitor.export_data` inside the request, so it
+only enqueues (``put_nowait``) on a bounded queue; a daemon thread drains the queue
+into SQLite (WAL mode, one transaction per drained batch). A full queue drops the
+rows and counts them (``nb2prod_monitor_dropped_total``): nothing is lost silently.
+
+Configured in the service as::
+
+    monitoring={"enabled": True, "type": "_nb2prod_serving.monitor.PredictionStoreMonitor",
+                "options": {"store": "/abs/path/predictions.db", "model_version": "1"}}
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bentoml.monitoring import MonitorBase
+
+logger = logging.getLogger("nb2prod.serving")
+
+META_COLUMNS = ("request_id", "timestamp")
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    monitor TEXT NOT NULL,
+    model_version TEXT,
+    features TEXT NOT NULL,
+    prediction TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
+"""
+
+
+def store_path(store: str) -> Path:
+    """A store option (``sqlite:///abs/path`` or a plain path) as a file path."""
+    if store.startswith("sqlite:///"):
+        return Path(store[len("sqlite:///") :])
+    if "://" in store:
+        raise ValueError(f"prediction store {store!r}: only SQLite is supported by this runtime")
+    return Path(store)
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode with a busy timeout (many workers share one file)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA_SQL)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+class _Writer:
+    """One background thread per process draining the queue into the store."""
+
+    def __init__(self, path: Path, maxsize: int, on_drop: Any, on_write: Any) -> None:
+        self.path = path
+        self.queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=maxsize)
+        self.on_drop = on_drop
+        self.on_write = on_write
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="nb2prod-monitor-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def put(self, row: tuple[Any, ...]) -> None:
+        try:
+            self.queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(1)
+
+    def _run(self) -> None:
+        conn = connect(self.path)
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < 1000:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._write(conn, batch)
+                    conn.close()
+                    return
+                batch.append(more)
+            self._write(conn, batch)
+        conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+        for attempt in range(5):
+            try:
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        batch,
+                    )
+                self.written += len(batch)
+                if self.on_write is not None:
+                    self.on_write(len(batch))
+                return
+            except sqlite3.OperationalError as exc:  # locked by another worker: retry, then count
+                if attempt == 4:
+                    logger.error("prediction store write failed (%s): %d rows dropped", exc, len(batch))
+                    self.dropped += len(batch)
+                    if self.on_drop is not None:
+                        self.on_drop(len(batch))
+                    return
+                time.sleep(0.05 * (attempt + 1))
+
+    def close(self, timeout: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+
+_writers: dict[str, _Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(path: Path, maxsize: int = 100_000, on_drop: Any = None, on_write: Any = None) -> _Writer:
+    key = f"{os.getpid()}:{path}"
+    with _writers_lock:
+        if key not in _writers:
+            _writers[key] = _Writer(path, maxsize, on_drop, on_write)
+        return _writers[key]
+
+
+class PredictionStoreMonitor(MonitorBase[Any]):
+    """A ``MonitorBase`` that writes each logged record to the prediction store.
+
+    Columns logged with role ``feature`` become the row's features, role ``prediction``
+    its prediction; ``request_id`` and ``timestamp`` are meta columns.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: str = "",
+        model_version: str = "",
+        queue_size: int = 100_000,
+        **_: Any,
+    ) -> None:
+        super().__init__(name)
+        from . import metrics
+
+        self.model_version = model_version
+        self.path = store_path(store) if store else Path("predictions.db").resolve()
+        self.writer = writer_for(self.path, queue_size, metrics.dropped, metrics.logged)
+        self._features: list[str] = []
+        self._predictions: list[str] = []
+
+    def log(self, data: Any, name: str, role: str, data_type: str) -> None:
+        # BentoML's log() warns on roles it does not know; request_id and timestamp are ours.
+        if self.columns_schema is None:
+            from bentoml._internal.monitoring.base import MON_COLUMN_VAR
+
+            columns = MON_COLUMN_VAR.get()
+            if columns is not None and name not in columns:
+                columns[name] = {"name": name, "role": role, "type": data_type}
+        from bentoml._internal.monitoring.base import MON_DATAS_VAR
+
+        datas = MON_DATAS_VAR.get()
+        if datas is not None:
+            datas[name].append(data)
+
+    def export_schema(self, columns_schema: Mapping[str, Mapping[str, str]]) -> None:
+        self._features = [c for c, spec in columns_schema.items() if spec.get("role") == "feature"]
+        self._predictions = [c for c, spec in columns_schema.items() if spec.get("role") == "prediction"]
+
+    def export_data(self, datas: Mapping[str, Iterable[Any]]) -> None:
+        columns = {name: list(values) for name, values in datas.items()}
+        n = min((len(v) for v in columns.values()), default=0)
+        ids = columns.get("request_id", [""] * n)
+        stamps = columns.get("timestamp", [time.time()] * n)
+        for i in range(n):
+            features = {c: _jsonable(columns[c][i]) for c in self._features if c in columns}
+            prediction = {c: _jsonable(columns[c][i]) for c in self._predictions if c in columns}
+            self.writer.put(
+                (
+                    str(ids[i]),
+                    float(stamps[i]),
+                    self.name,
+                    self.model_version,
+                    json.dumps(features, default=str),
+                    json.dumps(prediction, default=str),
+                )
+            )
