@@ -79,5 +79,44 @@ def demo(folder: Path | None) -> None:
     console.print(f"Executed notebook: {report.notebook}")
 
 
+@main.command("export")
+@click.argument("ref", metavar="NAME[@alias|/version]")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the Bento as a portable archive (FILE.bento).",
+)
+def export_cmd(ref: str, output: Path | None) -> None:
+    """Write bentos/NAME/ and build the immutable Bento NAME:<version> of a registered model."""
+    from nb2prod.export import export_model
+
+    result = export_model(ref, output=output)
+    state = "built" if result.built else "already built (no change)"
+    click.echo(f"{result.tag} {state} in {result.bentoml_home} ({result.seconds:.1f} s)")
+    click.echo(f"model {result.name} version {result.model_version}; service source in {result.source_dir}")
+    if result.archive is not None:
+        click.echo(f"archive: {result.archive}")
+    click.echo(f"serve it: nb2prod serve {result.name}")
+
+
+@main.command("serve")
+@click.argument("name")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+def serve_cmd(name: str, port: int, host: str) -> None:
+    """Run `bentoml serve` on the newest built Bento of NAME (Ctrl+C stops it)."""
+    import os
+
+    from nb2prod.export import serve_command
+
+    cmd = serve_command(name, port=port, host=host)
+    click.echo(f"serving {cmd.tag} on http://{host}:{port} (predictions logged to {cmd.prediction_store})")
+    sys.stdout.flush()
+    os.execvpe(cmd.argv[0], cmd.argv, cmd.env)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

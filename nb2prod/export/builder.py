@@ -58,7 +58,8 @@ DEFAULT_SERVING = {
     "drift_window": 500,
     "psi_threshold": 0.25,
     "max_batch_size": 64,
-    "max_latency_ms": 50,
+    "max_latency_ms": 10_000,
+    "drift_refresh_s": 15,
 }
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
 
@@ -107,7 +108,9 @@ def bento_name(name: str) -> str:
     """A registered model name as a BentoML name (lowercase, ``[a-z0-9_.-]``)."""
     out = re.sub(r"[^a-z0-9_.-]", "-", name.lower()).strip("-_.")
     if not out:
-        raise ExportError(f"model name {name!r} gives no usable Bento name", hint="register it under a plainer name")
+        raise ExportError(
+            f"model name {name!r} gives no usable Bento name", hint="register it under a plainer name"
+        )
     return out
 
 
@@ -135,7 +138,9 @@ def _resolve(client: MlflowClient, name: str, alias: str | None, version: str | 
             hint="list versions with `mlflow models` or the MLflow UI; register one with %nb2prod model",
         ) from None
     if not versions:
-        raise ExportError(f"no registered model named {name!r}", hint="register one with %nb2prod model EST --name NAME")
+        raise ExportError(
+            f"no registered model named {name!r}", hint="register one with %nb2prod model EST --name NAME"
+        )
     return max(versions, key=lambda mv: int(mv.version))
 
 
@@ -162,7 +167,9 @@ def _schema_from_signature(folder: Path) -> list[dict[str, Any]]:
     return [
         {
             "name": col["name"],
-            "dtype": {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}.get(col["type"], ""),
+            "dtype": {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}.get(
+                col["type"], ""
+            ),
             "kind": kinds.get(col["type"], "string"),
             "nullable": not col.get("required", True),
             "categories": None,
@@ -294,7 +301,9 @@ def _build_env(staging_home: Path) -> dict[str, str]:
     return env
 
 
-def _run_build(source: Path, staging_home: Path, model_files: Path, model_tag: str, version: str, labels: dict[str, str]) -> None:
+def _run_build(
+    source: Path, staging_home: Path, model_files: Path, model_tag: str, version: str, labels: dict[str, str]
+) -> None:
     args = {
         "build_ctx": str(source),
         "model_files": str(model_files),
@@ -368,6 +377,7 @@ def export_model(
     from nb2prod.capture.models import TRUSTED_MODULE_PREFIXES, sha256_tree
 
     started = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = settings or load_settings()
     name, alias, version = parse_ref(ref)
     unknown = set(serving or {}) - set(DEFAULT_SERVING)
@@ -407,7 +417,9 @@ def export_model(
             mlflow.artifacts.download_artifacts(
                 # the logged model, as the capture hashed it (a registry download rewrites
                 # registered_model_meta)
-                artifact_uri=f"models:/{tags['nb2prod.model_id']}" if tags.get("nb2prod.model_id") else mv.source,
+                artifact_uri=f"models:/{tags['nb2prod.model_id']}"
+                if tags.get("nb2prod.model_id")
+                else mv.source,
                 dst_path=str(tmpdir / "download"),
                 tracking_uri=settings.tracking_uri,
             )
@@ -442,7 +454,9 @@ def export_model(
             schema = [by_name[f] for f in features]
             profile = dataset.get("profile") or {}
             reference = {f: profile[f] for f in features if f in profile}
-            target = {"name": target_name, "profile": profile[target_name]} if target_name in profile else None
+            target = (
+                {"name": target_name, "profile": profile[target_name]} if target_name in profile else None
+            )
         else:
             schema = _schema_from_signature(local)
             reference, target = {}, None
@@ -509,7 +523,11 @@ def export_model(
                 staging = Path(tempfile.mkdtemp(prefix=f".staging-{bname}-", dir=_ensure(home)))
                 try:
                     _run_build(
-                        source_dir, staging, model_files, model_tag, bversion,
+                        source_dir,
+                        staging,
+                        model_files,
+                        model_tag,
+                        bversion,
                         {"nb2prod.content": content[:32]},
                     )
                     _publish(staging, home, "models", bname, model_tag.split(":", 1)[1])
@@ -555,9 +573,7 @@ def _archive(home: Path, tag: str, output: Path) -> Path:
         raise ExportError(f"{output} does not end in .bento", hint="name the archive NAME.bento")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.part.bento")
-    code = (
-        "import sys, bentoml; bentoml.export_bento(sys.argv[1], sys.argv[2])"
-    )
+    code = "import sys, bentoml; bentoml.export_bento(sys.argv[1], sys.argv[2])"
     proc = subprocess.run(
         [sys.executable, "-c", code, tag, str(tmp)],
         env=dict(os.environ, BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True"),

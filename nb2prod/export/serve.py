@@ -54,6 +54,8 @@ def serve_command(
         BENTOML_DO_NOT_TRACK="True",
         **{STORE_ENV: store},
     )
-    exe = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml") or "bentoml"
+    exe = (
+        shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml") or "bentoml"
+    )
     argv = [exe, "serve", tag, "--host", host, "--port", str(port)]
     return ServeCommand(argv=argv, env=env, tag=tag, prediction_store=store)

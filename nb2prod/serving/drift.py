@@ -116,7 +116,9 @@ def window_rows(path: Path, window: int) -> list[tuple[str, str]]:
         return []
     conn = connect(path, readonly=True)
     try:
-        cur = conn.execute("SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT ?", (window,))
+        cur = conn.execute(
+            "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT ?", (window,)
+        )
         return [(str(a), str(b)) for a, b in cur.fetchall()]
     except Exception:
         return []

@@ -102,7 +102,9 @@ class InputGuard:
             )
         if ctype != "application/json":
             shown = ctype[:60] or "none"
-            raise BadRequest(415, "content_type", f"content type {shown!r} is not accepted: use application/json")
+            raise BadRequest(
+                415, "content_type", f"content type {shown!r} is not accepted: use application/json"
+            )
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise BadRequest(413, "too_large", f"body larger than {self.max_body_bytes} bytes")
@@ -131,7 +133,9 @@ class InputGuard:
             raise BadRequest(400, "malformed_json", "the body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise BadRequest(
-                400, "malformed_json", f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                400,
+                "malformed_json",
+                f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             ) from None
         except RecursionError:
             raise BadRequest(400, "malformed_json", "the body is nested too deeply") from None
@@ -143,14 +147,18 @@ class InputGuard:
             rows, prefix = data, "rows"
         else:
             raise BadRequest(
-                400, "not_an_object", f"expected a JSON object (one row) or a list of rows, got {type(data).__name__}"
+                400,
+                "not_an_object",
+                f"expected a JSON object (one row) or a list of rows, got {type(data).__name__}",
             )
         if not isinstance(rows, list):
             raise BadRequest(400, "not_an_object", "'rows' must be a list of objects")
         if not rows:
             raise BadRequest(400, "empty_batch", "the batch is empty: send at least one row")
         if len(rows) > self.max_rows:
-            raise BadRequest(413, "too_many_rows", f"{len(rows)} rows in one request; the limit is {self.max_rows}")
+            raise BadRequest(
+                413, "too_many_rows", f"{len(rows)} rows in one request; the limit is {self.max_rows}"
+            )
         try:
             parsed = self.rows_adapter.validate_python(rows)
         except ValidationError as exc:
@@ -169,7 +177,9 @@ class InputGuard:
 
     async def _forward(self, scope: Scope, send: Send, body: bytes, request_id: str) -> None:
         headers = [
-            (k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+            (k, v)
+            for k, v in scope.get("headers", [])
+            if k.lower() not in (b"content-length", b"content-type")
         ]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         inner = dict(scope, headers=headers)

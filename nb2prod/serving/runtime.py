@@ -13,6 +13,7 @@ from nb2prod.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -47,7 +48,9 @@ def verify_tree(root: Path, expected: Mapping[str, str]) -> None:
         IntegrityError: naming the first file that differs, is missing or is unknown.
     """
     if not expected:
-        raise IntegrityError("no artifact hashes were recorded at capture: refusing to load an unverified model")
+        raise IntegrityError(
+            "no artifact hashes were recorded at capture: refusing to load an unverified model"
+        )
     found = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
     unknown = sorted(set(found) - set(expected))
     if unknown:
@@ -88,7 +91,9 @@ def load_verified(manifest: Mapping[str, Any], model_path: Path) -> Any:
 
         path = folder / _model_file(folder)
         if path.suffix != ".skops":
-            raise IntegrityError(f"{path.name} is not a skops file: nb2prod serves only skops scikit-learn models")
+            raise IntegrityError(
+                f"{path.name} is not a skops file: nb2prod serves only skops scikit-learn models"
+            )
         needed = sio.get_untrusted_types(file=str(path))
         prefixes = tuple(manifest.get("trusted_prefixes") or ())
         trusted_by_name = set(info.get("trusted_types") or ())
@@ -108,7 +113,9 @@ def load_verified(manifest: Mapping[str, Any], model_path: Path) -> Any:
 class Runtime:
     """The loaded model and its contract; ready once the files checked out and the model loaded."""
 
-    def __init__(self, manifest: Mapping[str, Any], model_path: str | Path, *, background: bool = True) -> None:
+    def __init__(
+        self, manifest: Mapping[str, Any], model_path: str | Path, *, background: bool = True
+    ) -> None:
         self.manifest = manifest
         self.model_path = Path(model_path)
         self.schema: list[Mapping[str, Any]] = list(manifest["schema"])
@@ -138,7 +145,9 @@ class Runtime:
             return
         self.model = model
         classes = getattr(model, "classes_", None)
-        self.classes = [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
+        self.classes = (
+            [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
+        )
         self.ready = True
         logger.info("nb2prod: model %s version %s verified and loaded", name, self.manifest["model_version"])
 
@@ -153,14 +162,14 @@ class Runtime:
             name, kind, dtype = column["name"], column["kind"], column.get("dtype") or ""
             if kind == "category":
                 cats = column.get("categories") or None
-                frame[name] = pd.Categorical(frame[name], categories=cats, ordered=bool(column.get("ordered")))
+                frame[name] = pd.Categorical(
+                    frame[name], categories=cats, ordered=bool(column.get("ordered"))
+                )
             elif kind == "float":
                 frame[name] = frame[name].astype("float64" if dtype in ("", "object") else dtype)
             elif kind in ("int", "bool") and dtype:
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     frame[name] = frame[name].astype(dtype)
-                except (TypeError, ValueError):
-                    pass
             elif kind == "datetime":
                 frame[name] = pd.to_datetime(frame[name])
         return frame

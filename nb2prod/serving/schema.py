@@ -101,7 +101,11 @@ def _reason(error: Mapping[str, Any], schema_kinds: Mapping[str, str]) -> str:
         return "not_finite"
     loc = error.get("loc", ())
     column = str(loc[-1]) if loc else ""
-    if kind.endswith("_type") and column in schema_kinds and kind.startswith(("float", "int", "bool", "string")):
+    if (
+        kind.endswith("_type")
+        and column in schema_kinds
+        and kind.startswith(("float", "int", "bool", "string"))
+    ):
         # pydantic says "float_type" for a null in a non-nullable float column too
         return "type"
     if kind in ("greater_than_equal", "less_than_equal"):
