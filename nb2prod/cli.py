@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,6 +78,30 @@ def demo(folder: Path | None) -> None:
         models.add_row(mv["name"], str(mv["version"]), mv["tags"].get("nb2prod.run_id", ""), digests)
     console.print(models)
     console.print(f"Executed notebook: {report.notebook}")
+    _demo_serve(console, report.project)
+
+
+def _demo_serve(console: Any, project: Path) -> None:
+    """The demo's last step: export the model, serve it, call it."""
+    from rich.table import Table
+
+    from nb2prod.demo import serve_demo
+
+    with console.status("exporting the model as a Bento, serving it, calling it..."):
+        served = serve_demo(project)
+    console.print(f"Bento [bold]{served.tag}[/bold] built; source in {served.source_dir}")
+    table = Table(title=f"POST {served.url}/predict (server stopped again)")
+    for column in ("row", "served", "notebook model", "P(benign)", "request id"):
+        table.add_column(column)
+    for i, (got, want) in enumerate(zip(served.predictions, served.expected, strict=True)):
+        proba = got.get("probabilities", {}).get("1", 0.0)
+        table.add_row(str(i), str(got["prediction"]), str(want), f"{proba:.3f}", got["request_id"][:12])
+    console.print(table)
+    status, body = served.bad_request
+    console.print(f"a bad request got {status}: {body.get('message')}")
+    meta = served.metadata
+    console.print(f"/metadata: model {meta['model']} v{meta['model_version']}, run {meta['run_id']}")
+    console.print(f"/drift: {served.drift.get('status')} ({served.drift.get('window_rows')} rows logged)")
 
 
 @main.command("export")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nb2prod.config import Settings, load_settings
+from nb2prod.exceptions import ServeError
 
 STORE_ENV = "NB2PROD_PREDICTION_STORE"
 
@@ -59,3 +68,63 @@ def serve_command(
     )
     argv = [exe, "serve", tag, "--host", host, "--port", str(port)]
     return ServeCommand(argv=argv, env=env, tag=tag, prediction_store=store)
+
+
+@dataclass
+class RunningServer:
+    """A ``bentoml serve`` started by :func:`running`: its base URL and process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(cmd: ServeCommand, log: Path, *, timeout: float = 120.0) -> Iterator[RunningServer]:
+    """Start ``cmd``, wait for ``/readyz``, yield, then stop it (SIGTERM to the serve process, reap).
+
+    Raises:
+        ServeError: the server exited or did not become ready in ``timeout`` seconds.
+    """
+    port = cmd.argv[cmd.argv.index("--port") + 1]
+    host = cmd.argv[cmd.argv.index("--host") + 1]
+    url = f"http://{host}:{port}"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(cmd.argv, env=cmd.env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServeError(
+                    f"bentoml serve {cmd.tag} exited with code {proc.returncode}",
+                    hint=f"see its log: {log}",
+                )
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServeError(
+                    f"{cmd.tag} was not ready after {timeout:.0f} s", hint=f"see its log and /metadata: {log}"
+                )
+            time.sleep(0.3)
+        yield RunningServer(url=url, process=proc, log=log)
+    finally:
+        # bentoml's workers run in their own sessions: stop the serve process, it stops them.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
