@@ -91,7 +91,7 @@ def _demo_serve(console: Any, project: Path) -> None:
         served = serve_demo(project)
     console.print(f"Bento [bold]{served.tag}[/bold] built; source in {served.source_dir}")
     table = Table(title=f"POST {served.url}/predict (server stopped again)")
-    for column in ("row", "served", "notebook model", "P(benign)", "request id"):
+    for column in ("row", "served", "MLflow model", "P(benign)", "request id"):
         table.add_column(column)
     for i, (got, want) in enumerate(zip(served.predictions, served.expected, strict=True)):
         proba = got.get("probabilities", {}).get("1", 0.0)

@@ -207,7 +207,7 @@ class ServeReport:
         source_dir: Its reviewable source (``bentos/NAME/``).
         url: Where it was served (stopped again at the end).
         predictions: The answers to a batch of rows from the dataset.
-        expected: What the notebook's own model predicts for those rows.
+        expected: What the registered model, loaded by MLflow, predicts for those rows.
         bad_request: Status and body of a deliberately bad request.
         metadata: ``/metadata`` of the service.
         drift: ``/drift`` of the service.
