@@ -311,6 +311,37 @@ def test_killed_export_leaves_no_half_built_bento(project: Project, exported: An
     again = export_model(MODEL, settings=project.settings)
     assert again.built and again.tag == exported.tag
     assert (path / "bento.yaml").is_file()
+    assert not list(home.glob(f".staging-{MODEL}-*")), "the killed export's staging was not cleaned"
+
+
+@pytest.mark.slow
+def test_output_writes_a_portable_archive(project: Project, exported: Any, tmp_path: Path) -> None:
+    import tarfile
+
+    from nb2prod.export import export_model
+
+    result = export_model(MODEL, settings=project.settings, output=tmp_path / "tumor.bento")
+    assert result.archive == tmp_path / "tumor.bento" and not result.built
+    with tarfile.open(result.archive) as archive:
+        names = archive.getnames()
+    assert "bento.yaml" in names or "./bento.yaml" in names
+    assert any(n.endswith("mlflow/model.skops") for n in names), "the archive does not carry the model"
+    with pytest.raises(ExportError, match=r"does not end in \.bento"):
+        export_model(MODEL, settings=project.settings, output=tmp_path / "tumor.tar")
+
+
+@pytest.mark.slow
+def test_export_refuses_an_artifact_changed_after_capture(project: Project, exported: Any) -> None:
+    from nb2prod.export import export_model
+
+    [skops] = list((project.home / ".nb2prod" / "artifacts").rglob("model.skops"))
+    original = skops.read_bytes()
+    try:
+        skops.write_bytes(original + b"\0")
+        with pytest.raises(ExportError, match=r"model file model\.skops of tumor/1 differs"):
+            export_model(MODEL, settings=project.settings)
+    finally:
+        skops.write_bytes(original)
 
 
 def test_serve_without_a_bento_is_a_clear_error(tmp_path: Path) -> None:
@@ -321,6 +352,89 @@ def test_serve_without_a_bento_is_a_clear_error(tmp_path: Path) -> None:
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "no Bento of 'nothing-here'" in err and "nb2prod export nothing-here" in err
+
+
+# ---------------------------------------------------------------------------------------------- runtime units
+
+
+def test_verify_tree_names_the_changed_missing_or_unknown_file(tmp_path: Path) -> None:
+    from nb2prod.capture.models import sha256_tree
+    from nb2prod.serving.runtime import IntegrityError, verify_tree
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "MLmodel").write_text("flavors: {}")
+    (tmp_path / "sub" / "model.skops").write_bytes(b"abc")
+    recorded = sha256_tree(tmp_path)
+    verify_tree(tmp_path, recorded)
+    (tmp_path / "sub" / "model.skops").write_bytes(b"abd")
+    with pytest.raises(IntegrityError, match=r"file sub/model\.skops has sha256:"):
+        verify_tree(tmp_path, recorded)
+    (tmp_path / "sub" / "model.skops").write_bytes(b"abc")
+    (tmp_path / "extra.py").write_text("import os")
+    with pytest.raises(IntegrityError, match=r"extra\.py is not among the files recorded"):
+        verify_tree(tmp_path, recorded)
+    (tmp_path / "extra.py").unlink()
+    (tmp_path / "MLmodel").unlink()
+    with pytest.raises(IntegrityError, match="MLmodel recorded at capture is missing"):
+        verify_tree(tmp_path, recorded)
+    with pytest.raises(IntegrityError, match="no artifact hashes"):
+        verify_tree(tmp_path, {})
+
+
+def test_psi_is_zero_on_the_reference_and_large_on_a_shift() -> None:
+    from nb2prod.serving.drift import column_psi
+
+    profile = {"drift_edges": ["-inf", 1.0, 2.0, 3.0, "inf"], "drift_fractions": [0.25, 0.25, 0.25, 0.25]}
+    same = [0.5, 1.5, 2.5, 3.5] * 50
+    assert column_psi(profile, same) < 0.01
+    assert column_psi(profile, [3.5] * 200) > 2.0
+    assert column_psi(profile, [None] * 10) is None
+    cats = {"frequencies": {"a": 0.5, "b": 0.5, "__other__": 0.0}}
+    assert column_psi(cats, ["a", "b"] * 100) < 0.01
+    assert column_psi(cats, ["z"] * 200) > 2.0
+
+
+def test_row_model_rules_follow_the_training_data() -> None:
+    from pydantic import ValidationError
+
+    from nb2prod.serving.schema import row_model
+
+    schema = [
+        {"name": "x", "kind": "float", "dtype": "float64", "nullable": False},
+        {"name": "m", "kind": "float", "dtype": "float64", "nullable": True},
+        {"name": "c", "kind": "category", "dtype": "category", "nullable": False, "categories": ["a", "b"]},
+    ]
+    row = row_model(schema, {"m": {"n_infinite": 0}})
+    row(x=1.0, m=None, c="a")
+    row(x=1, m=float("nan"), c="b")  # a missing value in a column that had missing values
+    for bad in (
+        {"x": float("nan"), "m": 1.0, "c": "a"},
+        {"x": 1.0, "m": float("inf"), "c": "a"},
+        {"x": "1.0", "m": 1.0, "c": "a"},
+        {"x": 1.0, "m": 1.0, "c": "z"},
+        {"x": 1.0, "m": 1.0, "c": "a", "y": 2},
+        {"m": 1.0, "c": "a"},
+    ):
+        with pytest.raises(ValidationError):
+            row(**bad)
+
+
+def test_monitor_queue_counts_what_it_drops(tmp_path: Path) -> None:
+    from nb2prod.serving.monitor import _Writer, connect
+
+    dropped: list[int] = []
+    writer = _Writer(tmp_path / "p.db", maxsize=2, on_drop=dropped.append, on_write=None)
+    writer.close()  # the drain thread is gone: the queue fills up
+    for i in range(5):
+        writer.put((f"r{i}", 0.0, "m", "1", "{}", "{}"))
+    assert writer.dropped == 3 and sum(dropped) == 3
+    live = _Writer(tmp_path / "q.db", maxsize=100, on_drop=None, on_write=None)
+    for i in range(50):
+        live.put((f"r{i}", 0.0, "m", "1", "{}", "{}"))
+    live.close()
+    conn = connect(tmp_path / "q.db")
+    assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 50
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # ---------------------------------------------------------------------------------------------- serving

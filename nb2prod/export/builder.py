@@ -520,7 +520,8 @@ def export_model(
                 manifest["bento_version"] = bversion
                 files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
                 _write_tree(source_dir, files)
-                staging = Path(tempfile.mkdtemp(prefix=f".staging-{bname}-", dir=_ensure(home)))
+                _clean_staging(home, bname)
+                staging = Path(tempfile.mkdtemp(prefix=f".staging-{bname}-{os.getpid()}-", dir=_ensure(home)))
                 try:
                     _run_build(
                         source_dir,
@@ -560,6 +561,24 @@ def export_model(
         archive=archive,
         seconds=time.perf_counter() - started,
     )
+
+
+def _clean_staging(home: Path, bname: str) -> None:
+    """Remove what killed exports of ``bname`` left in staging (their process is gone)."""
+    for path in home.glob(f".staging-{bname}-*"):
+        pid = path.name[len(f".staging-{bname}-") :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ensure(path: Path) -> Path:
