@@ -423,18 +423,31 @@ def test_monitor_queue_counts_what_it_drops(tmp_path: Path) -> None:
     from nb2prod.serving.monitor import _Writer, connect
 
     dropped: list[int] = []
-    writer = _Writer(tmp_path / "p.db", maxsize=2, on_drop=dropped.append, on_write=None)
+    writer = _Writer(str(tmp_path / "p.db"), maxsize=2, on_drop=dropped.append, on_write=None)
     writer.close()  # the drain thread is gone: the queue fills up
     for i in range(5):
         writer.put((f"r{i}", 0.0, "m", "1", "{}", "{}"))
     assert writer.dropped == 3 and sum(dropped) == 3
-    live = _Writer(tmp_path / "q.db", maxsize=100, on_drop=None, on_write=None)
+    live = _Writer(str(tmp_path / "q.db"), maxsize=100, on_drop=None, on_write=None)
     for i in range(50):
         live.put((f"r{i}", 0.0, "m", "1", "{}", "{}"))
     live.close()
     conn = connect(tmp_path / "q.db")
     assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 50
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_prediction_store_through_a_sqlalchemy_url(tmp_path: Path) -> None:
+    from nb2prod.serving.monitor import _Writer, recent
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'sa.db'}"  # the SQLAlchemy path, as for PostgreSQL
+    writer = _Writer(url, maxsize=100, on_drop=None, on_write=None)
+    for i in range(7):
+        writer.put((f"r{i}", float(i), "m", "1", json.dumps({"x": i}), json.dumps({"prediction": i % 2})))
+    writer.close()
+    assert writer.written == 7 and writer.dropped == 0
+    rows = recent(url, 5)
+    assert [json.loads(f)["x"] for f, _ in rows] == [6, 5, 4, 3, 2]
 
 
 # ---------------------------------------------------------------------------------------------- serving

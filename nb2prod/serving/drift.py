@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,19 +107,8 @@ def report(
     return out
 
 
-def window_rows(path: Path, window: int) -> list[tuple[str, str]]:
-    """The newest ``window`` logged rows of the store (empty when nothing was logged yet)."""
-    from .monitor import connect
+def window_rows(store: str, window: int) -> list[tuple[str, str]]:
+    """The newest ``window`` logged rows of the prediction store (a path or a SQLAlchemy URL)."""
+    from .monitor import recent
 
-    if not path.exists():
-        return []
-    conn = connect(path, readonly=True)
-    try:
-        cur = conn.execute(
-            "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT ?", (window,)
-        )
-        return [(str(a), str(b)) for a, b in cur.fetchall()]
-    except Exception:
-        return []
-    finally:
-        conn.close()
+    return recent(store, window)

@@ -45,12 +45,15 @@ CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
 """
 
 
+def is_sqlite_file(store: str) -> bool:
+    """A plain path or ``sqlite:///path``: written with sqlite3 directly (WAL)."""
+    return store.startswith("sqlite:///") or "://" not in store
+
+
 def store_path(store: str) -> Path:
-    """A store option (``sqlite:///abs/path`` or a plain path) as a file path."""
+    """A SQLite store option (``sqlite:///abs/path`` or a plain path) as a file path."""
     if store.startswith("sqlite:///"):
         return Path(store[len("sqlite:///") :])
-    if "://" in store:
-        raise ValueError(f"prediction store {store!r}: only SQLite is supported by this runtime")
     return Path(store)
 
 
@@ -68,6 +71,96 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+INSERT_COLUMNS = ("request_id", "ts", "monitor", "model_version", "features", "prediction")
+
+
+class _SqliteStore:
+    def __init__(self, store: str) -> None:
+        self.path = store_path(store)
+        self.conn: sqlite3.Connection | None = None
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        if self.conn is None:
+            self.conn = connect(self.path)
+        with self.conn:
+            self.conn.executemany(
+                f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", batch
+            )
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+_tables: dict[str, Any] = {}
+
+
+def _sa_table(url: str) -> tuple[Any, Any]:
+    """The engine and ``predictions`` table of a SQLAlchemy URL (PostgreSQL at scale)."""
+    import sqlalchemy as sa
+
+    if url not in _tables:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+        meta = sa.MetaData()
+        table = sa.Table(
+            "predictions",
+            meta,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("request_id", sa.String(64), nullable=False, index=True),
+            sa.Column("ts", sa.Float, nullable=False),
+            sa.Column("monitor", sa.String(200), nullable=False),
+            sa.Column("model_version", sa.String(64)),
+            sa.Column("features", sa.Text, nullable=False),
+            sa.Column("prediction", sa.Text, nullable=False),
+        )
+        meta.create_all(engine)
+        _tables[url] = (engine, table)
+    return _tables[url]
+
+
+class _SqlAlchemyStore:
+    def __init__(self, store: str) -> None:
+        self.url = store
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        engine, table = _sa_table(self.url)
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [dict(zip(INSERT_COLUMNS, row, strict=True)) for row in batch])
+
+    def close(self) -> None:
+        return None
+
+
+def open_store(store: str) -> _SqliteStore | _SqlAlchemyStore:
+    return _SqliteStore(store) if is_sqlite_file(store) else _SqlAlchemyStore(store)
+
+
+def recent(store: str, window: int) -> list[tuple[str, str]]:
+    """The newest ``window`` logged (features, prediction) rows; empty when nothing was logged."""
+    try:
+        if is_sqlite_file(store):
+            path = store_path(store)
+            if not path.exists():
+                return []
+            conn = connect(path, readonly=True)
+            try:
+                cur = conn.execute(
+                    "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT ?", (window,)
+                )
+                return [(str(a), str(b)) for a, b in cur.fetchall()]
+            finally:
+                conn.close()
+        import sqlalchemy as sa
+
+        engine, table = _sa_table(store)
+        query = sa.select(table.c.features, table.c.prediction).order_by(table.c.seq.desc()).limit(window)
+        with engine.connect() as conn:
+            return [(str(a), str(b)) for a, b in conn.execute(query)]
+    except Exception as exc:  # a store that cannot be read gives an empty window, and says so once per call
+        logger.warning("nb2prod: cannot read the prediction store: %s", exc)
+        return []
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
@@ -79,8 +172,8 @@ def _jsonable(value: Any) -> Any:
 class _Writer:
     """One background thread per process draining the queue into the store."""
 
-    def __init__(self, path: Path, maxsize: int, on_drop: Any, on_write: Any) -> None:
-        self.path = path
+    def __init__(self, store: str, maxsize: int, on_drop: Any, on_write: Any) -> None:
+        self.store = store
         self.queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=maxsize)
         self.on_drop = on_drop
         self.on_write = on_write
@@ -99,7 +192,7 @@ class _Writer:
                 self.on_drop(1)
 
     def _run(self) -> None:
-        conn = connect(self.path)
+        conn = open_store(self.store)
         while True:
             item = self.queue.get()
             if item is None:
@@ -118,20 +211,15 @@ class _Writer:
             self._write(conn, batch)
         conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self, conn: _SqliteStore | _SqlAlchemyStore, batch: list[tuple[Any, ...]]) -> None:
         for attempt in range(5):
             try:
-                with conn:
-                    conn.executemany(
-                        "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        batch,
-                    )
+                conn.write(batch)
                 self.written += len(batch)
                 if self.on_write is not None:
                     self.on_write(len(batch))
                 return
-            except sqlite3.OperationalError as exc:  # locked by another worker: retry, then count
+            except Exception as exc:  # locked by another worker, server away: retry, then count
                 if attempt == 4:
                     logger.error("prediction store write failed (%s): %d rows dropped", exc, len(batch))
                     self.dropped += len(batch)
@@ -154,11 +242,11 @@ _writers: dict[str, _Writer] = {}
 _writers_lock = threading.Lock()
 
 
-def writer_for(path: Path, maxsize: int = 100_000, on_drop: Any = None, on_write: Any = None) -> _Writer:
-    key = f"{os.getpid()}:{path}"
+def writer_for(store: str, maxsize: int = 100_000, on_drop: Any = None, on_write: Any = None) -> _Writer:
+    key = f"{os.getpid()}:{store}"
     with _writers_lock:
         if key not in _writers:
-            _writers[key] = _Writer(path, maxsize, on_drop, on_write)
+            _writers[key] = _Writer(store, maxsize, on_drop, on_write)
         return _writers[key]
 
 
@@ -181,8 +269,8 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         from . import metrics
 
         self.model_version = model_version
-        self.path = store_path(store) if store else Path("predictions.db").resolve()
-        self.writer = writer_for(self.path, queue_size, metrics.dropped, metrics.logged)
+        self.store = store or str(Path("predictions.db").resolve())
+        self.writer = writer_for(self.store, queue_size, metrics.dropped, metrics.logged)
         self._features: list[str] = []
         self._predictions: list[str] = []
 

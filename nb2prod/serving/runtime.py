@@ -13,7 +13,6 @@ from nb2prod.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -120,6 +119,9 @@ class Runtime:
         self.model_path = Path(model_path)
         self.schema: list[Mapping[str, Any]] = list(manifest["schema"])
         self.columns = [c["name"] for c in self.schema]
+        self._all_float = all(
+            c["kind"] == "float" and (c.get("dtype") or "float64") == "float64" for c in self.schema
+        )
         self.info = manifest["model"]
         self.model: Any = None
         self.classes: list[Any] | None = None
@@ -152,27 +154,38 @@ class Runtime:
         logger.info("nb2prod: model %s version %s verified and loaded", name, self.manifest["model_version"])
 
     def frame(self, rows: Sequence[Any]) -> Any:
-        """Rows (pydantic models or dicts) as a DataFrame with the training dtypes."""
+        """Rows (pydantic models or dicts) as a DataFrame with the training dtypes.
+
+        Built column by column from arrays of the right dtype (no per-column ``astype``):
+        this runs on every request and is most of the service's own CPU per row.
+        """
+        import numpy as np
         import pandas as pd
 
-        records = [r if isinstance(r, dict) else r.model_dump() for r in rows]
-        data = {c: [r.get(c) for r in records] for c in self.columns}
-        frame = pd.DataFrame(data, columns=self.columns)
+        records = [r if isinstance(r, dict) else r.__dict__ for r in rows]
+        if self._all_float:
+            matrix = np.array([[r[c] for c in self.columns] for r in records], dtype=np.float64)
+            return pd.DataFrame(matrix, columns=self.columns, copy=False)
+        data: dict[str, Any] = {}
         for column in self.schema:
-            name, kind, dtype = column["name"], column["kind"], column.get("dtype") or ""
-            if kind == "category":
+            name, kind = column["name"], column["kind"]
+            dtype = column.get("dtype") or ""
+            values = [r.get(name) for r in records]
+            if kind == "float":
+                data[name] = np.array(values, dtype=np.float64 if dtype in ("", "object") else dtype)
+            elif kind in ("int", "bool"):
+                try:
+                    data[name] = pd.array(values, dtype=dtype) if dtype else np.array(values)
+                except (TypeError, ValueError):
+                    data[name] = np.array(values, dtype=object)
+            elif kind == "category":
                 cats = column.get("categories") or None
-                frame[name] = pd.Categorical(
-                    frame[name], categories=cats, ordered=bool(column.get("ordered"))
-                )
-            elif kind == "float":
-                frame[name] = frame[name].astype("float64" if dtype in ("", "object") else dtype)
-            elif kind in ("int", "bool") and dtype:
-                with contextlib.suppress(TypeError, ValueError):
-                    frame[name] = frame[name].astype(dtype)
+                data[name] = pd.Categorical(values, categories=cats, ordered=bool(column.get("ordered")))
             elif kind == "datetime":
-                frame[name] = pd.to_datetime(frame[name])
-        return frame
+                data[name] = pd.to_datetime(values)
+            else:
+                data[name] = np.array(values, dtype=object)
+        return pd.DataFrame(data, columns=self.columns, copy=False)
 
     def predict(self, rows: Sequence[Any]) -> tuple[list[Any], list[dict[str, float]] | None]:
         """Predictions (JSON-native) and class probabilities for a batch of validated rows."""
