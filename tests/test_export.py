@@ -186,8 +186,27 @@ def _stop(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def server(project: Project, exported: Any) -> Iterator[Server]:
+    """``nb2prod serve tumor --port P``: the CLI execs ``bentoml serve`` on the newest Bento."""
+    port = _free_port()
+    log = project.home / "serve.log"
+    env = dict(
+        os.environ,
+        NB2PROD_HOME=str(project.home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project.home / '.nb2prod' / 'mlflow.db'}",
+    )
+    for name in ("BENTOML_HOME", "NB2PROD_PREDICTION_STORE"):
+        env.pop(name, None)
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nb2prod", "serve", MODEL, "--port", str(port)],
+            env=env,
+            cwd=project.home,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    # the default prediction store of `nb2prod serve`: inside the project home
     store = project.home / ".nb2prod" / "serving" / MODEL / "predictions.db"
-    srv = _start(project.settings, None, store, project.home / "serve.log")
+    srv = Server(url=f"http://127.0.0.1:{port}", proc=proc, log=log, store=store)
     try:
         _wait_ready(srv)
         yield srv
