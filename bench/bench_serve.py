@@ -55,6 +55,7 @@ class Result:
     p99_ms: float
     errors: int
     requests: int
+    spread: str = ""
 
 
 def free_port() -> int:
@@ -170,12 +171,12 @@ def parse_wrk(out: str) -> Result:
     return Result("", 0, rps, p50, p99, errors, total)
 
 
-def warm(url: str, body: str, connections: int, seconds: int, tmp: Path) -> None:
+def warm(url: str, body: str, connections: int, seconds: int, tmp: Path) -> Result:
     """One request that must succeed (a wrong body would measure 4xx answers), then a warm-up run."""
     req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200, resp.status
-    wrk(url, body, connections, seconds, tmp)
+    return wrk(url, body, connections, seconds, tmp)
 
 
 def machine() -> dict[str, str]:
@@ -204,8 +205,8 @@ def machine() -> dict[str, str]:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| system | connections | req/s | p50 ms | p99 ms | errors | vs bare BentoML | vs mlflow serve |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | errors | vs bare BentoML | vs mlflow serve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by = {(r.system, r.connections): r for r in results}
     for r in results:
@@ -214,16 +215,18 @@ def table(results: list[Result]) -> str:
         vb = f"{r.rps / bare.rps:.2f}x" if bare else "-"
         vm = f"{r.rps / mlf.rps:.2f}x" if mlf else "-"
         lines.append(
-            f"| {r.system} | {r.connections} | {r.rps:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {vb} | {vm} |"
+            f"| {r.system} | {r.connections} | {r.rps:.1f} | {r.spread} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+            f"| {r.errors} | {vb} | {vm} |"
         )
     return "\n".join(lines)
 
 
 def write_results(
-    results: list[Result], info: dict[str, str], command: str, seconds: int, rounds: int
+    results: list[Result], info: dict[str, str], command: str, seconds: int, rounds: int, logged_note: str
 ) -> None:
-    section = textwrap.dedent(
-        f"""\
+    section = (
+        textwrap.dedent(
+            f"""\
         ## Serving
 
         1-row breast-cancer requests (StandardScaler + LogisticRegression, 30 float features) over
@@ -242,6 +245,7 @@ def write_results(
         - **mlflow-serve**: `mlflow models serve --env-manager local` of the same registered
           version (body `{{"dataframe_records": [row]}}`).
         - Targets: nb2prod >= 0.9x bare BentoML and >= 2x mlflow serve throughput.
+        - {"{logged}"}
 
         Machine: {info["cpu"]}, {info["cores"]} cores, {info["os"]}; Python {info["python"]},
         BentoML {info["bentoml"]}, MLflow {info["mlflow"]}, scikit-learn {info["scikit-learn"]},
@@ -249,7 +253,10 @@ def write_results(
 
         Command: `{command}`
         """
-    ).replace("{table}", table(results))
+        )
+        .replace("{table}", table(results))
+        .replace("{logged}", logged_note or "nb2prod not measured")
+    )
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
@@ -360,10 +367,12 @@ def main() -> None:
             ml_body,
         )
     runs: dict[tuple[str, int], list[Result]] = {}
+    warmed: dict[str, int] = {}
+    dropped = "?"
     try:
-        for _system, proc, ready, url, payload in servers:
+        for system, proc, ready, url, payload in servers:
             wait_ready(ready, proc)
-            warm(url, payload, max(conns), args.warmup, tmp)
+            warmed[system] = 1 + warm(url, payload, max(conns), args.warmup, tmp).requests
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}")
             for c in conns:
@@ -374,16 +383,44 @@ def main() -> None:
                     print(
                         f"  {system:13s} c={c:<3d} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.1f} ms  p99 {res.p99_ms:7.1f} ms"
                     )
+        for system, _proc, ready, *_ in servers:
+            if system == "nb2prod":
+                time.sleep(2)  # let the monitor's queue drain
+                with urllib.request.urlopen(ready.replace("/readyz", "/metrics"), timeout=10) as resp:
+                    found = re.search(r"^nb2prod_monitor_dropped_total (\S+)", resp.read().decode(), re.M)
+                    dropped = found.group(1) if found else "?"
     finally:
         for _system, proc, *_ in servers:
             stop(proc)
-    results = [sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for rs in runs.values()]
+    logged_note = ""
+    if "nb2prod" in only:
+        # wrk counts the answers it read; requests in flight when a run ends may be answered (and
+        # logged) after wrk stopped reading, so logged >= counted is the check, drops must be 0.
+        import sqlite3
+
+        counted = warmed.get("nb2prod", 0) + sum(
+            r.requests for (system, _c), rs in runs.items() if system == "nb2prod" for r in rs
+        )
+        conn = sqlite3.connect(str(tmp / "predictions.db"))
+        logged = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        conn.close()
+        logged_note = (
+            f"Served vs logged (nb2prod, all runs): wrk read {counted} answers, the prediction store "
+            f"holds {logged} rows, `nb2prod_monitor_dropped_total` {dropped}. Requests in flight when a "
+            "wrk run stops are answered and logged but not counted by wrk, so logged >= read."
+        )
+        print(logged_note)
+    results = []
+    for rs in runs.values():
+        median = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
+        median.spread = ", ".join(f"{r.rps:.0f}" for r in rs)
+        results.append(median)
     results.sort(key=lambda r: (["nb2prod", "bare-bentoml", "mlflow-serve"].index(r.system), r.connections))
     print()
     print(table(results))
     if args.write:
         command = "python " + " ".join(["bench/bench_serve.py", *sys.argv[1:]])
-        write_results(results, machine(), command, args.seconds, args.rounds)
+        write_results(results, machine(), command, args.seconds, args.rounds, logged_note)
         print(f"\nwrote the ## Serving section of {RESULTS}")
     shutil.rmtree(tmp, ignore_errors=True)
 

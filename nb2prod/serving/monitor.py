@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bentoml._internal.monitoring.base import MON_COLUMN_VAR, MON_DATAS_VAR
 from bentoml.monitoring import MonitorBase
 
 logger = logging.getLogger("nb2prod.serving")
@@ -169,6 +170,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _encode(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps({k: _jsonable(v) for k, v in value.items()}, default=str)
+
+
 class _Writer:
     """One background thread per process draining the queue into the store."""
 
@@ -212,6 +219,7 @@ class _Writer:
         conn.close()
 
     def _write(self, conn: _SqliteStore | _SqlAlchemyStore, batch: list[tuple[Any, ...]]) -> None:
+        batch = [(*row[:4], _encode(row[4]), _encode(row[5])) for row in batch]
         for attempt in range(5):
             try:
                 conn.write(batch)
@@ -275,38 +283,39 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         self._predictions: list[str] = []
 
     def log(self, data: Any, name: str, role: str, data_type: str) -> None:
-        # BentoML's log() warns on roles it does not know; request_id and timestamp are ours.
-        if self.columns_schema is None:
-            from bentoml._internal.monitoring.base import MON_COLUMN_VAR
+        self.log_batch([data], name, role, data_type)
 
+    def log_batch(self, data_batch: Iterable[Any], name: str, role: str, data_type: str) -> None:
+        # One call per column and batch (BentoML's log_batch calls log() per value, and log()
+        # warns on roles it does not know; request_id and timestamp are ours).
+        if self.columns_schema is None:
             columns = MON_COLUMN_VAR.get()
             if columns is not None and name not in columns:
                 columns[name] = {"name": name, "role": role, "type": data_type}
-        from bentoml._internal.monitoring.base import MON_DATAS_VAR
-
         datas = MON_DATAS_VAR.get()
         if datas is not None:
-            datas[name].append(data)
+            datas[name].extend(data_batch)
 
     def export_schema(self, columns_schema: Mapping[str, Mapping[str, str]]) -> None:
         self._features = [c for c, spec in columns_schema.items() if spec.get("role") == "feature"]
         self._predictions = [c for c, spec in columns_schema.items() if spec.get("role") == "prediction"]
 
     def export_data(self, datas: Mapping[str, Iterable[Any]]) -> None:
+        # In the request path: only enqueue. JSON encoding happens in the writer thread.
         columns = {name: list(values) for name, values in datas.items()}
         n = min((len(v) for v in columns.values()), default=0)
         ids = columns.get("request_id", [""] * n)
         stamps = columns.get("timestamp", [time.time()] * n)
+        features = [c for c in self._features if c in columns]
+        predictions = [c for c in self._predictions if c in columns]
         for i in range(n):
-            features = {c: _jsonable(columns[c][i]) for c in self._features if c in columns}
-            prediction = {c: _jsonable(columns[c][i]) for c in self._predictions if c in columns}
             self.writer.put(
                 (
                     str(ids[i]),
                     float(stamps[i]),
                     self.name,
                     self.model_version,
-                    json.dumps(features, default=str),
-                    json.dumps(prediction, default=str),
+                    {c: columns[c][i] for c in features},
+                    {c: columns[c][i] for c in predictions},
                 )
             )
