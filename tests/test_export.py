@@ -265,6 +265,21 @@ def test_same_export_twice_is_a_noop_with_the_same_tag(project: Project, exporte
     assert versions == [exported.tag.split(":")[1]]
 
 
+@pytest.mark.slow
+def test_alias_resolves_to_the_same_bento(project: Project, exported: Any) -> None:
+    import mlflow
+
+    from nb2prod.export import export_model
+
+    uri = project.settings.tracking_uri
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(MODEL, "champion", "1")
+    via_alias = export_model(f"{MODEL}@champion", settings=project.settings)
+    assert via_alias.tag == exported.tag and not via_alias.built
+    assert via_alias.alias == "champion" and via_alias.model_version == "1"
+    with pytest.raises(ExportError, match="tumor@nobody"):
+        export_model(f"{MODEL}@nobody", settings=project.settings)
+
+
 def test_unknown_model_and_version_are_export_errors(project: Project) -> None:
     from nb2prod.export import export_model
 

@@ -255,8 +255,10 @@ def _content_hash(files: dict[str, str], artifact_sha256: dict[str, str]) -> str
         text = files[rel]
         if rel == MANIFEST_FILE:
             data = json.loads(text)
-            data.pop("exported_at", None)
-            data.pop("bento_version", None)
+            # when and through which alias it was exported do not change what is served:
+            # NAME/1 and NAME@champion (-> 1) give the same Bento
+            for key in ("exported_at", "bento_version", "alias"):
+                data.pop(key, None)
             text = json.dumps(data, sort_keys=True)
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
     digest.update(json.dumps(artifact_sha256, sort_keys=True).encode())
@@ -476,7 +478,6 @@ def export_model(
             "model_version": str(mv.version),
             "model_uri": f"models:/{name}/{mv.version}",
             "alias": alias,
-            "aliases": sorted(getattr(mv, "aliases", []) or []),
             "bento_model_tag": model_tag,
             "model": {
                 "flavor": info.get("flavor"),
