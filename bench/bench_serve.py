@@ -56,6 +56,26 @@ class Result:
     errors: int
     requests: int
     spread: str = ""
+    cpu_ms: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server and all its workers (the serve process tree)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def free_port() -> int:
@@ -205,8 +225,8 @@ def machine() -> dict[str, str]:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | errors | vs bare BentoML | vs mlflow serve |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | server CPU ms/req | errors | vs bare BentoML | vs mlflow serve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by = {(r.system, r.connections): r for r in results}
     for r in results:
@@ -216,7 +236,7 @@ def table(results: list[Result]) -> str:
         vm = f"{r.rps / mlf.rps:.2f}x" if mlf else "-"
         lines.append(
             f"| {r.system} | {r.connections} | {r.rps:.1f} | {r.spread} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.errors} | {vb} | {vm} |"
+            f"| {r.cpu_ms:.2f} | {r.errors} | {vb} | {vm} |"
         )
     return "\n".join(lines)
 
@@ -376,19 +396,25 @@ def main() -> None:
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}")
             for c in conns:
-                for system, _proc, _ready, url, payload in servers:
+                for system, proc, _ready, url, payload in servers:
+                    before = cpu_seconds(proc.pid)
                     res = wrk(url, payload, c, args.seconds, tmp)
+                    res.cpu_ms = (cpu_seconds(proc.pid) - before) * 1000 / max(res.requests, 1)
                     res.system, res.connections = system, c
                     runs.setdefault((system, c), []).append(res)
                     print(
-                        f"  {system:13s} c={c:<3d} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.1f} ms  p99 {res.p99_ms:7.1f} ms"
+                        f"  {system:13s} c={c:<3d} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.1f} ms  "
+                        f"p99 {res.p99_ms:7.1f} ms  cpu {res.cpu_ms:5.2f} ms/req"
                     )
         for system, _proc, ready, *_ in servers:
             if system == "nb2prod":
                 time.sleep(2)  # let the monitor's queue drain
                 with urllib.request.urlopen(ready.replace("/readyz", "/metrics"), timeout=10) as resp:
-                    found = re.search(r"^nb2prod_monitor_dropped_total (\S+)", resp.read().decode(), re.M)
-                    dropped = found.group(1) if found else "?"
+                    text = resp.read().decode()
+                found = re.search(r"^nb2prod_monitor_dropped_total(?:\{[^}]*\})? (\S+)", text, re.M)
+                dropped = found.group(1) if found else "not reported"
+                if not found:
+                    (Path(tempfile.gettempdir()) / "nb2prod-bench-metrics.txt").write_text(text)
     finally:
         for _system, proc, *_ in servers:
             stop(proc)
