@@ -347,7 +347,11 @@ def main() -> None:
         (bare / "bare_service.py").write_text(
             BARE_SERVICE.format(columns=list(row), model_tag=exported.model_tag), encoding="utf-8"
         )
-        env = dict(os.environ, BENTOML_HOME=str(settings.bentoml_home), BENTOML_DO_NOT_TRACK="True")
+        # Its own BentoML home (a copy of the model store): two servers on one home share, and
+        # wipe, one Prometheus multiprocess directory.
+        bare_home = tmp / "bare-bentoml-home"
+        shutil.copytree(settings.bentoml_home / "models", bare_home / "models")
+        env = dict(os.environ, BENTOML_HOME=str(bare_home), BENTOML_DO_NOT_TRACK="True")
         argv = [
             str(BIN / "bentoml"),
             "serve",
