@@ -92,12 +92,20 @@ class Server:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, store_template: Path) -> Iterator[Project]:
     """A project whose notebook ran in a real kernel and registered ``tumor`` v1."""
+    from mlflow.tracking._model_registry import utils as mlflow_registry
+    from mlflow.tracking._tracking_service import utils as mlflow_uri
+
     from nb2prod.config import load_settings
     from nb2prod.demo import new_project
 
     home = new_project(tmp_path_factory.mktemp("export") / "project")
     (home / ".nb2prod").mkdir()
     shutil.copy(store_template, home / ".nb2prod" / "mlflow.db")
+    # export (through nb2prod.tracking.client) sets MLflow's process-global tracking and registry
+    # URIs (and their env vars); the modules that run after this one in the same worker must not
+    # inherit this module's store
+    global_uris = (mlflow_uri._tracking_uri, mlflow_registry._registry_uri)
+    env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NB2PROD_HOME", str(home))
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}")
@@ -107,7 +115,15 @@ def project(tmp_path_factory: pytest.TempPathFactory, store_template: Path) -> I
         notebook = make_notebook(home / "notebooks" / "tumor.ipynb", NOTEBOOK_CELLS)
         run_notebook(notebook, home)
         expected = json.loads((notebook.parent / "expected.json").read_text())
-        yield Project(home=home, expected=expected, settings=load_settings(home))
+        try:
+            yield Project(home=home, expected=expected, settings=load_settings(home))
+        finally:
+            mlflow_uri._tracking_uri, mlflow_registry._registry_uri = global_uris
+            for key, value in env_before.items():  # MLflow wrote them to os.environ itself
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

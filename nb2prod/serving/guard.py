@@ -28,6 +28,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# A refused oversized body is still read (and dropped) up to this many times the limit.
+DRAIN_FACTOR = 16
 PICKLE_TYPES = ("pickle", "python-pickle", "x-python-pickle", "x-pickle", "octet-stream")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -105,9 +107,12 @@ class InputGuard:
             raise BadRequest(
                 415, "content_type", f"content type {shown!r} is not accepted: use application/json"
             )
+        too_large = BadRequest(413, "too_large", f"body larger than {self.max_body_bytes} bytes")
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            raise BadRequest(413, "too_large", f"body larger than {self.max_body_bytes} bytes")
+            if int(length) <= self.max_body_bytes * DRAIN_FACTOR:
+                await _drain(receive)
+            raise too_large
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -117,7 +122,9 @@ class InputGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise BadRequest(413, "too_large", f"body larger than {self.max_body_bytes} bytes")
+                if message.get("more_body", False):
+                    await _drain(receive, self.max_body_bytes * DRAIN_FACTOR - size)
+                raise too_large
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -199,6 +206,19 @@ class InputGuard:
             await send(message)
 
         await self.app(inner, replay, send_with_id)
+
+
+async def _drain(receive: Receive, limit: int | None = None) -> None:
+    """Read and drop the rest of a refused body, so the client gets to read the 413 instead of a
+    broken pipe; bodies beyond ``limit`` bytes are cut off (the connection then closes)."""
+    seen = 0
+    while limit is None or seen <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _error_body(bad: BadRequest, request_id: str) -> dict[str, Any]:
