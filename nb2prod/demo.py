@@ -196,3 +196,80 @@ def run_demo(folder: Path | None = None) -> DemoReport:
         datasets=datasets,
         model_versions=versions,
     )
+
+
+@dataclass
+class ServeReport:
+    """What the demo's last step did: export, serve, call.
+
+    Attributes:
+        tag: The Bento built.
+        source_dir: Its reviewable source (``bentos/NAME/``).
+        url: Where it was served (stopped again at the end).
+        predictions: The answers to a batch of rows from the dataset.
+        expected: What the registered model, loaded by MLflow, predicts for those rows.
+        bad_request: Status and body of a deliberately bad request.
+        metadata: ``/metadata`` of the service.
+        drift: ``/drift`` of the service.
+    """
+
+    tag: str
+    source_dir: Path
+    url: str
+    predictions: list[dict[str, Any]]
+    expected: list[Any]
+    bad_request: tuple[int, dict[str, Any]]
+    metadata: dict[str, Any]
+    drift: dict[str, Any]
+
+
+def _http(url: str, body: Any | None = None) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> ServeReport:
+    """Export the demo's registered model, serve it on a free port, call it, stop it.
+
+    Raises:
+        Nb2ProdError: the export, the server or a call failed.
+    """
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+
+    from nb2prod.config import load_settings
+    from nb2prod.export import export_model, serve_command
+    from nb2prod.export.serve import free_port, running
+
+    settings = load_settings(project, tracking_uri=f"sqlite:///{project / '.nb2prod' / 'mlflow.db'}")
+    result = export_model(name, settings=settings)
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target").head(rows)
+    batch = [{k: float(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    model = mlflow.sklearn.load_model(f"models:/{name}/{result.model_version}")
+    expected = [v.item() if hasattr(v, "item") else v for v in model.predict(frame)]
+    cmd = serve_command(name, port=free_port(), settings=settings, tag=result.tag)
+    with running(cmd, project / ".nb2prod" / "serving" / f"{name}.log") as server:
+        status, predictions = _http(server.url + "/predict", batch)
+        if status != 200:
+            raise Nb2ProdError(f"the served model answered {status}: {predictions}")
+        bad = _http(server.url + "/predict", dict(batch[0], **{"mean radius": "twelve"}))
+        _, metadata = _http(server.url + "/metadata")
+        _, drift = _http(server.url + "/drift")
+    return ServeReport(
+        tag=result.tag,
+        source_dir=result.source_dir,
+        url=server.url,
+        predictions=predictions,
+        expected=expected,
+        bad_request=bad,
+        metadata=metadata,
+        drift=drift,
+    )

@@ -73,3 +73,11 @@ class StoreError(Nb2ProdError):
     def __init__(self, message: str, *, not_recorded: str, hint: str | None = None) -> None:
         super().__init__(f"{message}; not recorded: {not_recorded}", hint=hint)
         self.not_recorded = not_recorded
+
+
+class ExportError(Nb2ProdError):
+    """A registered model cannot be exported as a Bento (unknown version, changed artifact, failed build)."""
+
+
+class ServeError(Nb2ProdError):
+    """A built Bento cannot be served (none built yet, server failed to start)."""

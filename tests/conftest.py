@@ -34,6 +34,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_template: Pat
     shutil.copy(store_template, home / ".nb2prod" / "mlflow.db")
     monkeypatch.setenv("NB2PROD_HOME", str(home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}")
+    # nb2prod.tracking.client calls mlflow.set_tracking_uri/set_registry_uri, which set MLflow's
+    # process globals and write MLFLOW_*_URI into os.environ: without this, a test that runs
+    # after one that captured (same xdist worker) reads the previous test's registry.
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}")
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
     for name in ("NB2PROD_NOTEBOOK", "NB2PROD_EXPERIMENT", "NB2PROD_STRICT", "JPY_SESSION_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(home)

@@ -52,6 +52,9 @@ def test_demo_runs_the_loop_and_prints_what_was_captured(tmp_path: Path) -> None
     assert "Registered models" in out and "breast-cancer" in out
     assert "xxh3_128:" in out and "scikit-learn==" in out
     assert (folder / ".nb2prod" / "mlflow.db").exists()
+    # the demo ends by exporting, serving and calling the model
+    assert "Bento breast-cancer:v1-" in out and "a bad request got 422" in out
+    assert (folder / "bentos" / "breast-cancer" / "service.py").is_file()
     executed = nbformat.read(str(folder / "notebooks" / "train.ipynb"), as_version=4)
     assert all(
         o["output_type"] != "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs

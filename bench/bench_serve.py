@@ -1,0 +1,459 @@
+"""Serving benchmark: the exported service (all hooks) vs a bare BentoML service vs ``mlflow models serve``.
+
+One command::
+
+    .venv/bin/python bench/bench_serve.py [--seconds 15] [--connections 8,32] [--write]
+
+It trains the breast-cancer pipeline (StandardScaler + LogisticRegression) in a temp
+project with nb2prod capture, exports it, and serves the same model three ways on
+127.0.0.1, one at a time:
+
+* ``nb2prod``: the exported Bento: input guard, strict pydantic rows, adaptive batching,
+  ``bentoml.monitor`` into the SQLite prediction store, drift gauges, integrity check.
+* ``bare-bentoml``: a plain ``@bentoml.service`` on the same BentoML model, same skops
+  load, same adaptive batching, same ``predict`` + ``predict_proba`` call, a plain
+  pydantic row; access log off as in the exported one; no other hook.
+* ``mlflow-serve``: ``mlflow models serve --env-manager local`` of the registered version.
+
+Load: ``wrk`` (a separate process) posting the same 1-row JSON body over keep-alive
+connections; a warm-up run, then the measured run. Prints a table; ``--write`` also
+replaces the ``## Serving`` section of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    system: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    spread: str = ""
+    cpu_ms: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server and all its workers (the serve process tree)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def train(home: Path) -> tuple[str, dict[str, Any]]:
+    """Capture and register the breast-cancer pipeline in ``home``; returns (name, one row)."""
+    os.environ["NB2PROD_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import nb2prod
+
+    frame = load_breast_cancer(as_frame=True).frame
+    train_df, test_df = train_test_split(frame, test_size=0.25, random_state=42, stratify=frame.target)
+    nb2prod.start("bench")
+    nb2prod.data(train_df, name="train", role="train", target="target")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    clf.fit(train_df.drop(columns="target"), train_df.target)
+    nb2prod.model(clf, name="bc")
+    nb2prod.end()
+    row = {k: float(v) for k, v in test_df.drop(columns="target").iloc[0].items()}
+    return "bc", row
+
+
+BARE_SERVICE = """
+import bentoml
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from pydantic import create_model
+
+COLUMNS = {columns!r}
+Row = create_model("Row", **{{c: (float, ...) for c in COLUMNS}})
+
+
+@bentoml.service(name="bare", logging={{"access": {{"enabled": False}}}}, traffic={{"timeout": 30}})
+class Bare:
+    model = bentoml.models.BentoModel("{model_tag}")
+
+    def __init__(self) -> None:
+        path = self.model.path + "/mlflow/model.skops"
+        self.clf = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=10000)
+    def predict(self, rows: list[Row]) -> list[dict]:
+        frame = pd.DataFrame([r.model_dump() for r in rows], columns=COLUMNS)
+        pred = self.clf.predict(frame).tolist()
+        proba = self.clf.predict_proba(frame).tolist()
+        labels = [str(c) for c in self.clf.classes_]
+        return [{{"prediction": p, "probabilities": dict(zip(labels, q))}} for p, q in zip(pred, proba)]
+"""
+
+
+def wrk(url: str, body: str, connections: int, seconds: int, lua_dir: Path) -> Result:
+    script = lua_dir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n",
+        encoding="utf-8",
+    )
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> Result:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
+    return Result("", 0, rps, p50, p99, errors, total)
+
+
+def warm(url: str, body: str, connections: int, seconds: int, tmp: Path) -> Result:
+    """One request that must succeed (a wrong body would measure 4xx answers), then a warm-up run."""
+    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200, resp.status
+    return wrk(url, body, connections, seconds, tmp)
+
+
+def machine() -> dict[str, str]:
+    from importlib.metadata import version
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "bentoml": version("bentoml"),
+        "mlflow": version("mlflow"),
+        "scikit-learn": version("scikit-learn"),
+        "wrk": wrk_version.strip() or "wrk",
+    }
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | server CPU ms/req | errors | vs bare BentoML | vs mlflow serve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    by = {(r.system, r.connections): r for r in results}
+    for r in results:
+        bare = by.get(("bare-bentoml", r.connections))
+        mlf = by.get(("mlflow-serve", r.connections))
+        vb = f"{r.rps / bare.rps:.2f}x" if bare else "-"
+        vm = f"{r.rps / mlf.rps:.2f}x" if mlf else "-"
+        lines.append(
+            f"| {r.system} | {r.connections} | {r.rps:.1f} | {r.spread} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+            f"| {r.cpu_ms:.2f} | {r.errors} | {vb} | {vm} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(
+    results: list[Result], info: dict[str, str], command: str, seconds: int, rounds: int, logged_note: str
+) -> None:
+    section = (
+        textwrap.dedent(
+            f"""\
+        ## Serving
+
+        1-row breast-cancer requests (StandardScaler + LogisticRegression, 30 float features) over
+        keep-alive connections from `wrk` in its own process on 127.0.0.1; one worker per server;
+        {seconds} s per run after a warm-up, the three servers measured in {rounds} interleaved
+        rounds and the median run kept (the machine is shared: its load drifts).
+
+        {"{table}"}
+
+        - **nb2prod**: the exported Bento with every hook: input guard (content type, size,
+          strict pydantic rows, NaN/inf), adaptive batching, `bentoml.monitor` into the SQLite
+          prediction store (WAL, background queue), drift gauges, sha256-verified model.
+        - **bare-bentoml**: a plain `@bentoml.service` on the same BentoML model with the same
+          skops load, the same adaptive batching and the same `predict` + `predict_proba`
+          call, a plain pydantic row; access log off like the exported service; no other hook.
+        - **mlflow-serve**: `mlflow models serve --env-manager local` of the same registered
+          version (body `{{"dataframe_records": [row]}}`).
+        - Targets: nb2prod >= 0.9x bare BentoML and >= 2x mlflow serve throughput.
+        - {"{logged}"}
+
+        Machine: {info["cpu"]}, {info["cores"]} cores, {info["os"]}; Python {info["python"]},
+        BentoML {info["bentoml"]}, MLflow {info["mlflow"]}, scikit-learn {info["scikit-learn"]},
+        {info["wrk"]}.
+
+        Command: `{command}`
+        """
+        )
+        .replace("{table}", table(results))
+        .replace("{logged}", logged_note or "nb2prod not measured")
+    )
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--connections", default="8,32")
+    parser.add_argument("--only", default="nb2prod,bare-bentoml,mlflow-serve")
+    parser.add_argument(
+        "--write", action="store_true", help="update the ## Serving section of bench/RESULTS.md"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+    conns = [int(c) for c in args.connections.split(",")]
+    only = args.only.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="nb2prod-bench-"))
+    home = tmp / "project"
+    home.mkdir()
+    (home / "pyproject.toml").write_text('[tool.nb2prod]\nexperiment = "bench"\n', encoding="utf-8")
+    os.environ.pop("BENTOML_HOME", None)
+    print(f"training and exporting in {home} ...")
+    name, row = train(home)
+    from nb2prod.config import load_settings
+    from nb2prod.export import export_model, serve_command
+
+    settings = load_settings(home)
+    exported = export_model(name, settings=settings)
+    print(f"exported {exported.tag}")
+    body = json.dumps(row)
+    logs = tmp / "logs"
+    logs.mkdir()
+
+    # All three servers run side by side (idle ones cost nothing) and are measured in
+    # interleaved rounds, the median kept: the load of a shared machine drifts over minutes,
+    # and one system measured entirely in a quiet minute would win on luck.
+    servers: list[tuple[str, subprocess.Popen[bytes], str, str, str]] = []
+
+    def start(
+        system: str, argv: list[str], env: dict[str, str], cwd: Path, ready: str, url: str, payload: str
+    ) -> None:
+        log = (logs / f"{system}.log").open("wb")
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        servers.append((system, proc, ready, url, payload))
+
+    if "nb2prod" in only:
+        port = free_port()
+        cmd = serve_command(name, port=port, settings=settings)
+        env = dict(cmd.env, NB2PROD_PREDICTION_STORE=str(tmp / "predictions.db"))
+        start(
+            "nb2prod",
+            cmd.argv,
+            env,
+            home,
+            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/predict",
+            body,
+        )
+    if "bare-bentoml" in only:
+        port = free_port()
+        bare = tmp / "bare"
+        bare.mkdir()
+        (bare / "bare_service.py").write_text(
+            BARE_SERVICE.format(columns=list(row), model_tag=exported.model_tag), encoding="utf-8"
+        )
+        # Its own BentoML home (a copy of the model store): two servers on one home share, and
+        # wipe, one Prometheus multiprocess directory.
+        bare_home = tmp / "bare-bentoml-home"
+        shutil.copytree(settings.bentoml_home / "models", bare_home / "models")
+        env = dict(os.environ, BENTOML_HOME=str(bare_home), BENTOML_DO_NOT_TRACK="True")
+        argv = [
+            str(BIN / "bentoml"),
+            "serve",
+            "bare_service:Bare",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        bare_body = json.dumps({"rows": [row]})
+        start(
+            "bare-bentoml",
+            argv,
+            env,
+            bare,
+            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/predict",
+            bare_body,
+        )
+    if "mlflow-serve" in only:
+        port = free_port()
+        # mlflow execs `uvicorn` by name: the venv's bin must be on PATH
+        path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = dict(os.environ, MLFLOW_TRACKING_URI=settings.tracking_uri, PATH=path)
+        argv = [
+            str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{exported.model_version}",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        ml_body = json.dumps({"dataframe_records": [row]})
+        start(
+            "mlflow-serve",
+            argv,
+            env,
+            home,
+            f"http://127.0.0.1:{port}/ping",
+            f"http://127.0.0.1:{port}/invocations",
+            ml_body,
+        )
+    runs: dict[tuple[str, int], list[Result]] = {}
+    warmed: dict[str, int] = {}
+    dropped = "?"
+    try:
+        for system, proc, ready, url, payload in servers:
+            wait_ready(ready, proc)
+            warmed[system] = 1 + warm(url, payload, max(conns), args.warmup, tmp).requests
+        for round_no in range(args.rounds):
+            print(f"round {round_no + 1}/{args.rounds}")
+            for c in conns:
+                for system, proc, _ready, url, payload in servers:
+                    before = cpu_seconds(proc.pid)
+                    res = wrk(url, payload, c, args.seconds, tmp)
+                    res.cpu_ms = (cpu_seconds(proc.pid) - before) * 1000 / max(res.requests, 1)
+                    res.system, res.connections = system, c
+                    runs.setdefault((system, c), []).append(res)
+                    print(
+                        f"  {system:13s} c={c:<3d} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.1f} ms  "
+                        f"p99 {res.p99_ms:7.1f} ms  cpu {res.cpu_ms:5.2f} ms/req"
+                    )
+        for system, _proc, ready, *_ in servers:
+            if system == "nb2prod":
+                time.sleep(2)  # let the monitor's queue drain
+                with urllib.request.urlopen(ready.replace("/readyz", "/metrics"), timeout=10) as resp:
+                    text = resp.read().decode()
+                found = re.search(r"^nb2prod_monitor_dropped_total(?:\{[^}]*\})? (\S+)", text, re.M)
+                dropped = found.group(1) if found else "not reported"
+                if not found:
+                    (Path(tempfile.gettempdir()) / "nb2prod-bench-metrics.txt").write_text(text)
+    finally:
+        for _system, proc, *_ in servers:
+            stop(proc)
+    logged_note = ""
+    if "nb2prod" in only:
+        # wrk counts the answers it read; requests in flight when a run ends may be answered (and
+        # logged) after wrk stopped reading, so logged >= counted is the check, drops must be 0.
+        import sqlite3
+
+        counted = warmed.get("nb2prod", 0) + sum(
+            r.requests for (system, _c), rs in runs.items() if system == "nb2prod" for r in rs
+        )
+        conn = sqlite3.connect(str(tmp / "predictions.db"))
+        logged = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        conn.close()
+        logged_note = (
+            f"Served vs logged (nb2prod, all runs): wrk read {counted} answers, the prediction store "
+            f"holds {logged} rows, `nb2prod_monitor_dropped_total` {dropped}. Requests in flight when a "
+            "wrk run stops are answered and logged but not counted by wrk, so logged >= read."
+        )
+        print(logged_note)
+    results = []
+    for rs in runs.values():
+        median = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
+        median.spread = ", ".join(f"{r.rps:.0f}" for r in rs)
+        results.append(median)
+    results.sort(key=lambda r: (["nb2prod", "bare-bentoml", "mlflow-serve"].index(r.system), r.connections))
+    print()
+    print(table(results))
+    if args.write:
+        command = "python " + " ".join(["bench/bench_serve.py", *sys.argv[1:]])
+        write_results(results, machine(), command, args.seconds, args.rounds, logged_note)
+        print(f"\nwrote the ## Serving section of {RESULTS}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``nb2prod serve NAME``: the command line and environment that run the newest Bento of NAME."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nb2prod.config import Settings, load_settings
+from nb2prod.exceptions import ServeError
+
+STORE_ENV = "NB2PROD_PREDICTION_STORE"
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """What to execute: ``argv`` with ``env``; the tag and where predictions are logged."""
+
+    argv: list[str]
+    env: dict[str, str]
+    tag: str
+    prediction_store: str
+
+
+def prediction_store(settings: Settings, name: str) -> str:
+    """Default prediction store of a model served from this project: inside the project home."""
+    return os.environ.get(STORE_ENV) or str(settings.state_dir / "serving" / name / "predictions.db")
+
+
+def serve_command(
+    name: str,
+    *,
+    port: int = 3000,
+    host: str = "127.0.0.1",
+    settings: Settings | None = None,
+    tag: str | None = None,
+) -> ServeCommand:
+    """The ``bentoml serve`` invocation of the newest Bento of ``name`` (or of ``tag``).
+
+    Raises:
+        ExportError: no Bento of ``name`` was built in this project's BentoML store.
+    """
+    from nb2prod.export.builder import latest_bento, parse_ref
+
+    settings = settings or load_settings()
+    model, _, _ = parse_ref(name)
+    tag = tag or latest_bento(settings, model)
+    store = prediction_store(settings, model)
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    env = dict(
+        os.environ,
+        BENTOML_HOME=str(settings.bentoml_home),
+        BENTOML_DO_NOT_TRACK="True",
+        **{STORE_ENV: store},
+    )
+    exe = (
+        shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml") or "bentoml"
+    )
+    argv = [exe, "serve", tag, "--host", host, "--port", str(port)]
+    return ServeCommand(argv=argv, env=env, tag=tag, prediction_store=store)
+
+
+@dataclass
+class RunningServer:
+    """A ``bentoml serve`` started by :func:`running`: its base URL and process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(cmd: ServeCommand, log: Path, *, timeout: float = 120.0) -> Iterator[RunningServer]:
+    """Start ``cmd``, wait for ``/readyz``, yield, then stop it (SIGTERM to the serve process, reap).
+
+    Raises:
+        ServeError: the server exited or did not become ready in ``timeout`` seconds.
+    """
+    port = cmd.argv[cmd.argv.index("--port") + 1]
+    host = cmd.argv[cmd.argv.index("--host") + 1]
+    url = f"http://{host}:{port}"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(cmd.argv, env=cmd.env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServeError(
+                    f"bentoml serve {cmd.tag} exited with code {proc.returncode}",
+                    hint=f"see its log: {log}",
+                )
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServeError(
+                    f"{cmd.tag} was not ready after {timeout:.0f} s", hint=f"see its log and /metadata: {log}"
+                )
+            time.sleep(0.3)
+        yield RunningServer(url=url, process=proc, log=log)
+    finally:
+        # bentoml's workers run in their own sessions: stop the serve process, it stops them.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -1,0 +1,143 @@
+"""The service's input contract: a pydantic row model generated from the captured schema.
+
+Each column of the training data (minus the target) becomes a field:
+
+* ``float``: a JSON number (strings refused); NaN only when the column had missing
+  values, ±inf only when the training data held infinities.
+* ``int``: a JSON integer within int64 (``1.5`` and ``"1"`` refused).
+* ``bool``: ``true``/``false`` only.
+* ``category``: one of the recorded categories.
+* ``string`` / ``datetime``: a string / an ISO timestamp.
+
+Nullable columns accept ``null``; the others refuse it. Unknown keys are refused.
+This module runs inside the service: it imports nothing from nb2prod.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+REQUEST_ID_FIELD = "nb2prod_request_id"
+
+
+def _finite_check(allow_nan: bool, allow_inf: bool) -> Any:
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if math.isnan(value) and not allow_nan:
+            raise ValueError("NaN is not allowed: the training data had no missing values here")
+        if math.isinf(value) and not allow_inf:
+            raise ValueError("infinity is not allowed: the training data had no infinite values here")
+        return value
+
+    return AfterValidator(check)
+
+
+def field_type(column: Mapping[str, Any], profile: Mapping[str, Any] | None) -> Any:
+    """The pydantic type of one captured column."""
+    kind = column.get("kind")
+    nullable = bool(column.get("nullable"))
+    if kind == "float":
+        allow_inf = bool(profile and profile.get("n_infinite"))
+        allow_nan = nullable
+        base: Any = Annotated[
+            float,
+            Field(strict=True, allow_inf_nan=allow_inf or allow_nan),
+            _finite_check(allow_nan, allow_inf),
+        ]
+    elif kind == "int":
+        base = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
+    elif kind == "bool":
+        base = Annotated[bool, Field(strict=True)]
+    elif kind == "category" and column.get("categories"):
+        base = Literal[tuple(column["categories"])]  # type: ignore[misc]
+    elif kind == "datetime":
+        from datetime import datetime
+
+        base = datetime
+    else:
+        base = Annotated[str, Field(strict=True, max_length=10_000)]
+    return base | None if nullable else base
+
+
+def row_model(
+    schema: Sequence[Mapping[str, Any]],
+    profile: Mapping[str, Any] | None = None,
+    *,
+    name: str = "Row",
+    with_request_id: bool = False,
+) -> type[BaseModel]:
+    """A pydantic model of one input row; ``extra="forbid"`` unless it is the internal variant.
+
+    The internal variant (``with_request_id``) is what the BentoML API parses after the
+    guard validated the request with the strict model: it adds the request id.
+    """
+    fields: dict[str, Any] = {}
+    for column in schema:
+        col_profile = (profile or {}).get(column["name"])
+        fields[column["name"]] = (field_type(column, col_profile), ...)
+    if with_request_id:
+        fields[REQUEST_ID_FIELD] = (str, "")
+    config = ConfigDict(extra="ignore" if with_request_id else "forbid", protected_namespaces=())
+    return create_model(name, __config__=config, **fields)  # type: ignore[call-overload,no-any-return]
+
+
+def _reason(error: Mapping[str, Any], schema_kinds: Mapping[str, str]) -> str:
+    kind = error.get("type", "")
+    msg = str(error.get("msg", ""))
+    if kind == "missing":
+        return "missing_field"
+    if kind == "extra_forbidden":
+        return "extra_field"
+    if kind == "literal_error":
+        return "unseen_category"
+    if "NaN" in msg or "infinity" in msg or kind == "finite_number":
+        return "not_finite"
+    loc = error.get("loc", ())
+    column = str(loc[-1]) if loc else ""
+    if (
+        kind.endswith("_type")
+        and column in schema_kinds
+        and kind.startswith(("float", "int", "bool", "string"))
+    ):
+        # pydantic says "float_type" for a null in a non-nullable float column too
+        return "type"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return "out_of_range"
+    return "type"
+
+
+def describe_errors(
+    exc: ValidationError, schema_kinds: Mapping[str, str], *, prefix: str = "rows"
+) -> tuple[str, list[dict[str, str]]]:
+    """Turn a pydantic error into (reason, [{field, problem}]) without echoing the input."""
+    problems: list[dict[str, str]] = []
+    reasons: list[str] = []
+    for error in exc.errors(include_input=True, include_url=False)[:20]:
+        loc = error.get("loc", ())
+        parts = [prefix]
+        for item in loc:
+            if isinstance(item, int):
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                text = str(item)
+                if len(text) > 100:
+                    text = text[:97] + "..."
+                parts.append(text)
+        column = str(loc[-1]) if loc else ""
+        reason = _reason(error, schema_kinds)
+        msg = str(error.get("msg", "invalid value"))
+        if error.get("input", 0) is None and reason == "type":
+            # the input itself is never echoed; only whether it was null
+            reason, msg = "null", "null is not allowed: the column had no missing values in the training data"
+        elif error.get("type", "").endswith("_type") and column in schema_kinds:
+            msg = f"{msg} (expected {schema_kinds[column]})"
+        reasons.append(reason)
+        problems.append({"field": ".".join(parts), "problem": msg, "reason": reason})
+    return (reasons[0] if reasons else "invalid"), problems
