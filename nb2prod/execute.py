@@ -1,0 +1,897 @@
+"""Re-execution with papermill: ``run``, ``reproduce`` and ``sweep`` as tracked MLflow runs.
+
+The pure core behind ``nb2prod run|reproduce|sweep``: functions return dataclasses and raise
+:mod:`nb2prod.exceptions` errors; nothing here formats for a terminal or imports click.
+
+How a run talks to the capture inside the notebook: the runner opens the MLflow run itself and
+starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that run),
+``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
+every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
+in wall time, ``import mlflow`` and the store round trips happen in a thread while the kernel
+starts; the run id reaches the kernel just before its first cell (see :class:`_Nb2ProdEngine`).
+
+papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import itertools
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nb2prod.config import Settings, load_settings
+from nb2prod.exceptions import (
+    ExecutionError,
+    Nb2ProdError,
+    ParameterError,
+    PreflightError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from nb2prod.capture.environment import EnvironmentDiff, EnvironmentSnapshot
+
+# Tags and artifacts a runner writes.
+TAG_KIND = "nb2prod.kind"
+TAG_REEXECUTES = "nb2prod.reexecutes"
+TAG_REPRODUCES = "nb2prod.reproduces"
+TAG_SOURCE_DIGEST = "nb2prod.source_digest"
+TAG_FAILURE = "nb2prod.failure"
+TAG_PARENT = "mlflow.parentRunId"
+SOURCE_ARTIFACT = "notebook/source.ipynb"
+EXECUTED_ARTIFACT = "notebook/executed.ipynb"
+HTML_ARTIFACT = "notebook/executed.html"
+PARAMS_ARTIFACT = "nb2prod/params.json"
+PREFLIGHT_ARTIFACT = "nb2prod/preflight_diff.json"
+REPRODUCTION_ARTIFACT = "nb2prod/reproduction.json"
+SWEEP_ARTIFACT = "nb2prod/sweep.json"
+
+ENGINE_NAME = "nb2prod"
+_LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "mape")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter declared in a notebook's ``parameters`` cell.
+
+    Attributes:
+        name: Variable name.
+        type_name: Annotated type, else the type of the default (``"float"``, ``"str"``...), else ``"None"``.
+        default: The default as written in the cell.
+        help: The trailing comment, if any.
+    """
+
+    name: str
+    type_name: str
+    default: str
+    help: str = ""
+
+
+def inspect_parameters(notebook: str | Path) -> list[ParameterSpec] | None:
+    """The parameters a notebook declares; None when it has no cell tagged ``parameters``.
+
+    Raises:
+        UsageError: the notebook is missing or unreadable.
+    """
+    import nbformat
+
+    path = _notebook_file(notebook)
+    nb = nbformat.read(str(path), as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        return None
+    import papermill
+
+    specs = []
+    for name, raw in papermill.inspect_notebook(str(path)).items():
+        type_name = str(raw.get("inferred_type_name") or "None")
+        default = str(raw.get("default") or "")
+        if type_name == "None":
+            value = _literal(default)
+            if value is not _NO_VALUE and value is not None:
+                type_name = type(value).__name__
+        specs.append(ParameterSpec(name, type_name, default, str(raw.get("help") or "")))
+    return specs
+
+
+_NO_VALUE = object()
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NO_VALUE
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(spec: ParameterSpec, value: Any, from_text: bool) -> Any:
+    """Give ``value`` the type of the parameter's default (a float default gets a float)."""
+    kind = spec.type_name
+    bad = ParameterError(
+        f"parameter '{spec.name}' expects {kind} (default {spec.default}), got {value!r}",
+        name=spec.name,
+        hint=f"pass a {kind} value, e.g. -p {spec.name} {spec.default}",
+    )
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        low = str(value).strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise bad
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer() and not from_text:
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise bad from None
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad
+        try:
+            result = float(value) if not isinstance(value, str) else float(value.strip())
+        except (TypeError, ValueError):
+            raise bad from None
+        return result
+    if kind == "str":
+        return value if isinstance(value, str) else str(value)
+    if from_text and isinstance(value, str):
+        # No typed default (None, lists, dicts...): read the text as YAML, like papermill -y.
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def check_parameters(
+    notebook: str | Path, given: Mapping[str, Any], *, from_text: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Check parameters against the notebook's ``parameters`` cell and type them like the defaults.
+
+    Args:
+        notebook: The source notebook.
+        given: Name -> value.
+        from_text: Names whose value is command-line text (typed from the default; other values,
+            e.g. from a YAML file, are already typed and only converted where the default asks).
+
+    Raises:
+        ParameterError: unknown name (the valid ones and the nearest are named), parameters for a
+            notebook without a ``parameters`` cell, or a value that does not fit its default.
+    """
+    if not given:
+        return {}
+    specs = inspect_parameters(notebook)
+    path = _notebook_file(notebook)
+    if specs is None:
+        raise ParameterError(
+            f"{path.name} has no cell tagged 'parameters', so {', '.join(sorted(given))} cannot be set",
+            hint="tag the cell that holds the defaults with 'parameters' (Jupyter: View > Cell Toolbar > Tags)",
+        )
+    by_name = {s.name: s for s in specs}
+    texts = set(from_text)
+    typed: dict[str, Any] = {}
+    for name, value in given.items():
+        spec = by_name.get(name)
+        if spec is None:
+            valid = ", ".join(sorted(by_name)) or "(none)"
+            near = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.5)
+            hint = (
+                f"did you mean '{near[0]}'? valid parameters: {valid}"
+                if near
+                else f"valid parameters: {valid}"
+            )
+            raise ParameterError(f"{path.name} has no parameter '{name}'", name=name, hint=hint)
+        typed[name] = _coerce(spec, value, name in texts)
+    return typed
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Parameters from a YAML (or JSON) mapping file.
+
+    Raises:
+        ParameterError: not a mapping of names to values.
+    """
+    import yaml
+
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(f"cannot read parameters file {file}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ParameterError(
+            f"parameters file {file} must be a mapping of names to values", hint="e.g. 'C: 0.5'"
+        )
+    return data
+
+
+def _notebook_file(notebook: str | Path) -> Path:
+    path = Path(notebook).expanduser()
+    if not path.is_file():
+        raise UsageError(f"notebook not found: {path}", hint="pass the path of an existing .ipynb file")
+    if path.suffix != ".ipynb":
+        raise UsageError(f"{path} is not a notebook (.ipynb)", hint="pass the path of an .ipynb file")
+    return path.resolve()
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The environment check before a re-execution.
+
+    Attributes:
+        against_run_id: The run whose ``environment.json`` was compared (None: nothing to compare).
+        diff: Differences from that run's environment to the current one.
+        blocking: Differences that ``--strict`` refuses: imported packages and Python.
+    """
+
+    against_run_id: str | None
+    diff: EnvironmentDiff | None
+    blocking: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "against_run_id": self.against_run_id,
+            "diff": self.diff.to_dict() if self.diff else None,
+            "blocking": list(self.blocking),
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One re-execution of a notebook.
+
+    Attributes:
+        run_id: The MLflow run (None only when it could not be opened).
+        experiment: Experiment name.
+        status: ``FINISHED`` or ``FAILED``.
+        notebook: The source notebook key (its path).
+        parameters: The typed parameters injected.
+        seconds: Wall time of the execution.
+        executed_path: Local copy of the executed notebook (partial when the run failed).
+        preflight: The environment check.
+        error: Why it failed (None when it finished).
+        registered: Model name -> registered version.
+        metrics: Final metrics of the run.
+        data_digests: Dataset name -> digest recorded by the notebook's captures.
+        parent_run_id: The sweep run this run belongs to.
+    """
+
+    run_id: str | None
+    experiment: str
+    status: str
+    notebook: str
+    parameters: dict[str, Any]
+    seconds: float
+    executed_path: Path | None
+    preflight: Preflight
+    error: ExecutionError | None = None
+    registered: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_digests: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == "FINISHED"
+
+    def raise_for_failure(self) -> None:
+        """Raise the :class:`ExecutionError` of a failed run."""
+        if self.error is not None:
+            raise self.error
+
+
+# --------------------------------------------------------------------------- the papermill engine
+
+
+class _Gate:
+    """Hands the run id from the store thread to the engine, just before the first cell runs."""
+
+    def __init__(self, future: Future[tuple[str, Preflight]], on_ready: Callable[[Preflight], None] | None):
+        self.future = future
+        self.on_ready = on_ready
+        self.run_id: str | None = None
+        self.cell_index: int | None = None  # index in the executed notebook of the cell running now
+
+    def wait(self) -> dict[str, str]:
+        run_id, preflight = self.future.result()
+        self.run_id = run_id
+        if self.on_ready is not None:
+            self.on_ready(preflight)
+        return {"NB2PROD_RUN_ID": run_id}
+
+
+_engine_lock = threading.Lock()
+_engine_registered = False
+
+
+def _register_engine() -> None:
+    """Register the ``nb2prod`` papermill engine (papermill's nbclient engine plus the gate)."""
+    global _engine_registered
+    with _engine_lock:
+        if _engine_registered:
+            return
+        from papermill.clientwrap import PapermillNotebookClient
+        from papermill.engines import NBClientEngine, papermill_engines
+        from papermill.utils import merge_kwargs, remove_args
+
+        class _Client(PapermillNotebookClient):  # type: ignore[misc]
+            def __init__(self, nb_man: Any, gate: _Gate, kernel_env: dict[str, str], **kw: Any) -> None:
+                super().__init__(nb_man, **kw)
+                self._gate = gate
+                self._kernel_env = kernel_env
+
+            def execute(self, **kwargs: Any) -> Any:
+                return super().execute(env=self._kernel_env, **kwargs)
+
+            def papermill_execute_cells(self) -> None:
+                late = self._gate.wait()
+                code = f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
+                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+                if reply is None or reply["content"]["status"] != "ok":
+                    raise RuntimeError("could not hand the MLflow run id to the kernel")
+                super().papermill_execute_cells()
+
+            def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
+                self._gate.cell_index = cell_index
+                return super().execute_cell(cell, cell_index, *args, **kwargs)
+
+        class _Engine(NBClientEngine):  # type: ignore[misc]
+            @classmethod
+            def execute_managed_notebook(  # type: ignore[override]
+                cls,
+                nb_man: Any,
+                kernel_name: str,
+                log_output: bool = False,
+                stdout_file: Any = None,
+                stderr_file: Any = None,
+                start_timeout: int = 60,
+                execution_timeout: int | None = None,
+                nb2prod_gate: _Gate | None = None,
+                nb2prod_env: dict[str, str] | None = None,
+                **kwargs: Any,
+            ) -> Any:
+                kwargs = remove_args(["input_path"], **kwargs)
+                safe = remove_args(["timeout", "startup_timeout"], **kwargs)
+                final = merge_kwargs(
+                    safe,
+                    timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+                    startup_timeout=start_timeout,
+                    kernel_name=kernel_name,
+                    log=__import__("papermill.log", fromlist=["logger"]).logger,
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                )
+                assert nb2prod_gate is not None and nb2prod_env is not None
+                return _Client(nb_man, nb2prod_gate, nb2prod_env, **final).execute()
+
+        papermill_engines.register(ENGINE_NAME, _Engine)
+        _engine_registered = True
+
+
+# --------------------------------------------------------------------------- run
+
+
+_RUNNER_VARS = (
+    "NB2PROD_RUN_ID",
+    "NB2PROD_DEFER_REGISTRATION",
+    "NB2PROD_STRICT",
+    "NB2PROD_NOTEBOOK",
+    "NB2PROD_HOME",
+    "NB2PROD_EXPERIMENT",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+)
+
+
+def _kernel_env(settings: Settings, notebook_key: str, experiment: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS}
+    env.update(
+        NB2PROD_DEFER_REGISTRATION="1",
+        NB2PROD_STRICT="1",
+        NB2PROD_NOTEBOOK=notebook_key,
+        NB2PROD_HOME=str(settings.home),
+        NB2PROD_EXPERIMENT=experiment,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+    )
+    return env
+
+
+def _params_for_mlflow(params: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[key] = text[:6000]
+    return out
+
+
+def current_environment(notebook: Path) -> EnvironmentSnapshot:
+    """The environment a re-execution would run in (this interpreter, the notebook's imports)."""
+    from nb2prod.capture import environment
+
+    return environment.snapshot(notebook_path=notebook)
+
+
+def preflight(
+    client: MlflowClient,
+    experiment_id: str | None,
+    notebook_key: str,
+    current: EnvironmentSnapshot,
+    against: str | None = None,
+) -> Preflight:
+    """Compare ``current`` with the environment of ``against`` or of the notebook's last recorded run.
+
+    Raises:
+        UsageError: ``against`` is not a run with a recorded environment.
+    """
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    baseline = against
+    if baseline is None and experiment_id is not None:
+        baseline = _last_recorded_run(client, notebook_key)
+    if baseline is None:
+        return Preflight(None, None)
+    old = tracking.load_json_artifact(client, baseline, tracking.ENVIRONMENT_JSON)
+    if old is None:
+        if against is not None:
+            raise UsageError(
+                f"run {against} has no recorded environment ({tracking.ENVIRONMENT_JSON})",
+                hint="pass --against a run made by %nb2prod start or nb2prod run",
+            )
+        return Preflight(baseline, None)
+    diff = environment.diff(environment.EnvironmentSnapshot.from_dict(old), current)
+    blocking = [c.line() for c in diff.imported_changed]
+    if diff.python:
+        blocking.insert(0, f"Python {diff.python[0]} → {diff.python[1]}")
+    return Preflight(baseline, diff, blocking)
+
+
+def _last_recorded_run(client: MlflowClient, notebook_key: str) -> str | None:
+    from nb2prod import tracking
+
+    escaped = notebook_key.replace("'", "\\'")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{tracking.TAG_NOTEBOOK}` = '{escaped}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _failure(exc: BaseException, gate: _Gate, executed: Any, source_ids: list[str | None]) -> ExecutionError:
+    """One :class:`ExecutionError` for whatever papermill, nbclient or the user raised."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    index = gate.cell_index
+    ename, evalue = type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, PapermillExecutionError):
+        kind, index, ename, evalue = "cell", exc.cell_index, exc.ename, exc.evalue
+    elif isinstance(exc, CellTimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, DeadKernelError):
+        kind = "dead_kernel"
+    elif isinstance(exc, KeyboardInterrupt):
+        kind, evalue = "interrupted", "the runner was interrupted (Ctrl-C)"
+    else:
+        kind = "runner"
+    exec_count = None
+    source_index = None
+    if executed is not None and index is not None and index < len(executed.cells):
+        cell = executed.cells[index]
+        exec_count = cell.get("execution_count")
+        source_index = _source_index(executed, index, source_ids)
+    where = f"cell {source_index}" if source_index is not None else "before the first cell"
+    if exec_count:
+        where += f" (execution count {exec_count})"
+    what = {
+        "cell": f"{ename}: {evalue}" if evalue else ename,
+        "timeout": f"the cell ran past the timeout ({evalue})",
+        "dead_kernel": f"the kernel died ({evalue or 'no reply'})",
+        "interrupted": evalue,
+        "runner": f"{ename}: {evalue}",
+    }[kind]
+    hints = {
+        "cell": "open the executed notebook artifact to see the traceback",
+        "timeout": "raise --timeout, or make the cell faster",
+        "dead_kernel": "the process exited (os._exit, out of memory, a crash in native code)",
+        "interrupted": None,
+        "runner": None,
+    }
+    return ExecutionError(
+        f"the notebook failed in {where}: {what}",
+        kind=kind,
+        cell_index=source_index,
+        executed_index=index,
+        exec_count=exec_count,
+        ename=ename,
+        evalue=evalue,
+        hint=hints[kind],
+    )
+
+
+def _source_index(executed: Any, index: int, source_ids: list[str | None]) -> int:
+    cell_id = executed.cells[index].get("id")
+    if cell_id and cell_id in source_ids:
+        return source_ids.index(cell_id)
+    injected = sum(
+        1
+        for c in executed.cells[:index]
+        if {"injected-parameters", "papermill-error-cell-tag"} & set(c.get("metadata", {}).get("tags", []))
+    )
+    return index - injected
+
+
+@dataclass
+class _Opened:
+    client: MlflowClient
+    run_id: str
+    experiment: str
+    preflight: Preflight
+
+
+def run_notebook(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    experiment: str | None = None,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    against: str | None = None,
+    strict: bool = False,
+    settings: Settings | None = None,
+    parent_run_id: str | None = None,
+    reexecutes: str | None = None,
+    notebook_key: str | None = None,
+    cwd: str | Path | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    progress: bool = True,
+    on_preflight: Callable[[Preflight], None] | None = None,
+    params_checked: bool = False,
+) -> RunResult:
+    """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
+
+    Args:
+        notebook: The source notebook.
+        parameters: Values for its ``parameters`` cell (checked and typed unless ``params_checked``).
+        experiment: MLflow experiment (default: the notebook's ``experiment`` parameter when it
+            has one, else the settings' experiment).
+        timeout: Seconds a single cell may run.
+        kernel: Kernel name (default: the notebook's).
+        against: Run whose environment the pre-flight check compares with (default: the
+            notebook's last finished run).
+        strict: Refuse to run when a package the notebook imported (or Python) differs.
+        settings: Resolved settings (default: :func:`~nb2prod.config.load_settings`).
+        parent_run_id: Make this a child run (sweeps).
+        reexecutes: The run this one re-executes (default: the pre-flight baseline).
+        notebook_key: Path recorded as the notebook (default: ``notebook``'s path).
+        cwd: Working directory of the kernel (default: the notebook's folder).
+        extra_tags: More run tags.
+        progress: Show papermill's per-cell progress bar.
+        on_preflight: Called with the pre-flight check before the first cell runs.
+        params_checked: ``parameters`` were checked by :func:`check_parameters` already.
+
+    Returns:
+        The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
+
+    Raises:
+        ParameterError: bad parameters (nothing ran). PreflightError: ``strict`` refused.
+        StoreError: the tracking store failed before the notebook ran.
+    """
+    source = _notebook_file(notebook)
+    params = dict(parameters or {})
+    if not params_checked:
+        params = check_parameters(source, params)
+    settings = settings or load_settings()
+    key = notebook_key or str(source)
+    exp_name = experiment or _experiment_default(source, params) or settings.experiment
+    workdir = Path(cwd) if cwd is not None else source.parent
+
+    import papermill
+
+    _register_engine()
+    from nb2prod import tracking
+
+    tracking.check_reachable(settings)
+    opened: Future[tuple[str, Preflight]] = Future()
+    holder: dict[str, _Opened] = {}
+
+    def open_run() -> None:
+        try:
+            holder["run"] = _open_run(
+                settings,
+                source,
+                key,
+                exp_name,
+                params,
+                against,
+                strict,
+                parent_run_id,
+                reexecutes,
+                extra_tags,
+            )
+            opened.set_result((holder["run"].run_id, holder["run"].preflight))
+            # Warm up the HTML exporter while the notebook runs.
+            with contextlib.suppress(Exception):
+                import nbconvert  # noqa: F401
+        except BaseException as exc:
+            opened.set_exception(exc)
+
+    if strict:
+        open_run()  # --strict decides before the kernel starts.
+        opened.result()
+    else:
+        threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
+
+    gate = _Gate(opened, on_preflight)
+    out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
+    output = out_dir / source.name
+    env = _kernel_env(settings, key, exp_name)
+    source_ids = _cell_ids(source)
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            engine_name=ENGINE_NAME,
+            kernel_name=kernel,
+            progress_bar=progress,
+            execution_timeout=timeout,
+            cwd=str(workdir),
+            nb2prod_gate=gate,
+            nb2prod_env=env,
+        )
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = exc
+    seconds = time.perf_counter() - started
+
+    # The run must exist before anything is recorded; a store failure here is the real error.
+    try:
+        opened.result()
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    run = holder["run"]
+    executed = _read_executed(output)
+    error = _failure(failure, gate, executed, source_ids) if failure is not None else None
+    return _finish(
+        run,
+        settings,
+        params,
+        key,
+        output if executed is not None else None,
+        executed,
+        error,
+        seconds,
+        parent_run_id,
+    )
+
+
+def _experiment_default(source: Path, params: Mapping[str, Any]) -> str | None:
+    """A notebook whose parameters name its experiment (``experiment = "..."``) keeps using it."""
+    if isinstance(params.get("experiment"), str):
+        return str(params["experiment"])
+    with contextlib.suppress(Exception):
+        for spec in inspect_parameters(source) or []:
+            if spec.name == "experiment":
+                value = _literal(spec.default)
+                if isinstance(value, str):
+                    return value
+    return None
+
+
+def _cell_ids(source: Path) -> list[str | None]:
+    try:
+        nb = json.loads(source.read_text(encoding="utf-8"))
+        return [c.get("id") for c in nb.get("cells", [])]
+    except (OSError, ValueError):
+        return []
+
+
+def _read_executed(output: Path) -> Any:
+    import nbformat
+
+    if not output.is_file():
+        return None
+    try:
+        return nbformat.read(str(output), as_version=4)
+    except Exception:
+        return None
+
+
+def _open_run(
+    settings: Settings,
+    source: Path,
+    key: str,
+    exp_name: str,
+    params: Mapping[str, Any],
+    against: str | None,
+    strict: bool,
+    parent_run_id: str | None,
+    reexecutes: str | None,
+    extra_tags: Mapping[str, str] | None,
+) -> _Opened:
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    current = current_environment(source)
+    with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
+        client = tracking.client(settings)
+        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
+        check = preflight(client, experiment_id, key, current, against)
+        if strict and check.blocking:
+            raise PreflightError(
+                "--strict: the environment differs from run "
+                f"{check.against_run_id} in what the notebook imports: " + "; ".join(check.blocking),
+                hint="install the recorded versions (requirements.txt of that run), or drop --strict",
+            )
+        digest = environment.notebook_info(notebook_path=source)[0]
+        tags = {
+            TAG_KIND: "run",
+            tracking.TAG_NOTEBOOK: key,
+            "mlflow.source.name": key,
+            "mlflow.source.type": "NOTEBOOK",
+            TAG_SOURCE_DIGEST: digest.code_digest if digest else "",
+        }
+        link = reexecutes or check.against_run_id
+        if link:
+            tags[TAG_REEXECUTES] = link
+        if parent_run_id:
+            tags[TAG_PARENT] = parent_run_id
+        tags.update(extra_tags or {})
+        run = client.create_run(experiment_id, tags=tags)
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        client.log_batch(run_id, params=[Param(k, v) for k, v in _params_for_mlflow(params).items()])
+        tracking.log_json(client, run_id, dict(params), PARAMS_ARTIFACT)
+        _log_file_as(client, run_id, source, SOURCE_ARTIFACT)
+        if check.diff is not None:
+            tracking.log_json(client, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
+    return _Opened(client, run_id, exp_name, check)
+
+
+def _finish(
+    run: _Opened,
+    settings: Settings,
+    params: dict[str, Any],
+    key: str,
+    output: Path | None,
+    executed: Any,
+    error: ExecutionError | None,
+    seconds: float,
+    parent_run_id: str | None,
+) -> RunResult:
+    from nb2prod import registry, tracking
+
+    client, run_id = run.client, run.run_id
+    registered: dict[str, str] = {}
+    local_copy: Path | None = None
+    with tracking.store_call(
+        settings, what="recording the executed notebook", not_recorded="the run's outcome"
+    ):
+        # The kernel records the notebook it read; keep the source's key (a snapshot may have run).
+        client.set_tag(run_id, tracking.TAG_NOTEBOOK, key)
+        if output is not None:
+            _log_file_as(client, run_id, output, EXECUTED_ARTIFACT)
+            html = _html(executed)
+            if html is not None:
+                client.log_text(run_id, html, HTML_ARTIFACT)
+            local_copy = _keep_local(settings, run_id, output)
+        if error is None:
+            try:
+                registered = registry.register_candidates(client, run_id)
+            except Exception as exc:
+                error = ExecutionError(
+                    f"the notebook ran but registering its models failed ({type(exc).__name__}: {exc})",
+                    kind="runner",
+                    ename=type(exc).__name__,
+                    evalue=str(exc),
+                )
+        if error is not None:
+            error.run_id = run_id
+            client.set_tag(run_id, TAG_FAILURE, error.message[:5000])
+            client.set_tag(run_id, f"{TAG_FAILURE}.kind", error.kind)
+            client.set_terminated(run_id, status="FAILED")
+        else:
+            client.set_terminated(run_id, status="FINISHED")
+        data = client.get_run(run_id).data
+    prefix, suffix = "nb2prod.data.", ".digest"
+    digests = {
+        k[len(prefix) : -len(suffix)]: v
+        for k, v in data.tags.items()
+        if k.startswith(prefix) and k.endswith(suffix)
+    }
+    return RunResult(
+        run_id=run_id,
+        experiment=run.experiment,
+        status="FAILED" if error is not None else "FINISHED",
+        notebook=key,
+        parameters=params,
+        seconds=seconds,
+        executed_path=local_copy,
+        preflight=run.preflight,
+        error=error,
+        registered=registered,
+        metrics=dict(data.metrics),
+        data_digests=digests,
+        parent_run_id=parent_run_id,
+    )
+
+
+def _log_file_as(client: MlflowClient, run_id: str, file: Path, artifact: str) -> None:
+    """Log ``file`` under the artifact path ``artifact`` (its own name does not matter)."""
+    with tempfile.TemporaryDirectory(prefix="nb2prod-artifact-") as tmp:
+        copy = Path(tmp) / Path(artifact).name
+        shutil.copyfile(file, copy)
+        client.log_artifact(run_id, str(copy), artifact_path=str(Path(artifact).parent))
+
+
+def _keep_local(settings: Settings, run_id: str, output: Path) -> Path:
+    folder = settings.state_dir / "runs" / run_id
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "executed.ipynb"
+        shutil.copyfile(output, target)
+        shutil.rmtree(output.parent, ignore_errors=True)
+        return target
+    return output
+
+
+def _html(executed: Any) -> str | None:
+    if executed is None:
+        return None
+    try:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(executed)
+        return str(body)
+    except Exception:
+        return None
