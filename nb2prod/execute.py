@@ -423,12 +423,12 @@ _RUNNER_VARS = (
 )
 
 
-def _kernel_env(settings: Settings, notebook_key: str, experiment: str) -> dict[str, str]:
+def _kernel_env(settings: Settings, notebook: Path, experiment: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS}
     env.update(
         NB2PROD_DEFER_REGISTRATION="1",
         NB2PROD_STRICT="1",
-        NB2PROD_NOTEBOOK=notebook_key,
+        NB2PROD_NOTEBOOK=str(notebook),
         NB2PROD_HOME=str(settings.home),
         NB2PROD_EXPERIMENT=experiment,
         MLFLOW_TRACKING_URI=settings.tracking_uri,
@@ -632,6 +632,7 @@ def run_notebook(
     exp_name = experiment or _experiment_default(source, params) or settings.experiment
     workdir = Path(cwd) if cwd is not None else source.parent
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import papermill
 
     _register_engine()
@@ -671,7 +672,7 @@ def run_notebook(
     gate = _Gate(opened, on_preflight)
     out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
     output = out_dir / source.name
-    env = _kernel_env(settings, key, exp_name)
+    env = _kernel_env(settings, source, exp_name)
     source_ids = _cell_ids(source)
     started = time.perf_counter()
     failure: BaseException | None = None
@@ -895,3 +896,804 @@ def _html(executed: Any) -> str | None:
         return str(body)
     except Exception:
         return None
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One comparison between the original run and its reproduction.
+
+    Attributes:
+        check: ``run``, ``environment``, ``notebook``, ``data``, ``metric``, ``prediction`` or ``artifact``.
+        name: What was compared (package, dataset, metric, model...).
+        ok: True when it matches (or is only informative).
+        original: Value in the original run.
+        new: Value in the reproduction.
+        detail: Why it differs, or a note.
+    """
+
+    check: str
+    name: str
+    ok: bool
+    original: str | None = None
+    new: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "name": self.name,
+            "ok": self.ok,
+            "original": self.original,
+            "new": self.new,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """The verdict of ``nb2prod reproduce``.
+
+    The run is reproduced when the re-execution finished and every finding is ok: same Python and
+    same versions of every package the notebook imported, same notebook code, the same data
+    digests, every metric within ``rtol``, and the same predictions of every model on its recorded
+    input example. Other installed packages that changed are listed but do not count.
+
+    Attributes:
+        original_run_id: The run that was reproduced.
+        run: The re-execution.
+        rtol: Relative tolerance used for metrics and predictions.
+        findings: Every comparison made.
+    """
+
+    original_run_id: str
+    run: RunResult
+    rtol: float
+    findings: list[Finding]
+
+    @property
+    def reproduced(self) -> bool:
+        return self.run.ok and all(f.ok for f in self.findings)
+
+    @property
+    def reasons(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_run_id": self.original_run_id,
+            "run_id": self.run.run_id,
+            "reproduced": self.reproduced,
+            "rtol": self.rtol,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def reproduce(
+    run_id: str,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-12,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+    on_preflight: Callable[[Preflight], None] | None = None,
+) -> Reproduction:
+    """Re-run the notebook snapshot stored with ``run_id`` with its parameters, and compare.
+
+    Raises:
+        UsageError: no such run, or it has no notebook snapshot (and the notebook on disk changed).
+        StoreError: the store failed.
+    """
+    from nb2prod import tracking
+
+    settings = settings or load_settings()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tracking.store_call(settings, what=f"reading run {run_id}", not_recorded="nothing (read only)"):
+        client = tracking.client(settings)
+        try:
+            original = client.get_run(run_id)
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc):
+                raise UsageError(
+                    f"no run {run_id} in {tracking.redact_uri(settings.tracking_uri)}",
+                    hint="copy the run id from nb2prod run's output or the MLflow UI",
+                ) from None
+            raise
+        experiment = client.get_experiment(original.info.experiment_id).name
+        workdir = Path(tempfile.mkdtemp(prefix="nb2prod-reproduce-"))
+        snapshot = _snapshot_of(client, original, workdir)
+        stored = tracking.load_json_artifact(client, run_id, PARAMS_ARTIFACT)
+    key = original.data.tags.get(tracking.TAG_NOTEBOOK) or str(snapshot)
+    if stored is None:
+        # A run captured interactively: its notebook ran with its own defaults.
+        params: dict[str, Any] = {}
+    else:
+        params = check_parameters(snapshot, stored)
+    key_path = Path(key)
+    cwd = key_path.parent if key_path.parent.is_dir() else snapshot.parent
+    result = run_notebook(
+        snapshot,
+        params,
+        experiment=experiment,
+        timeout=timeout,
+        kernel=kernel,
+        against=run_id,
+        settings=settings,
+        reexecutes=run_id,
+        notebook_key=key,
+        cwd=cwd,
+        extra_tags={TAG_REPRODUCES: run_id, TAG_KIND: "reproduce"},
+        progress=progress,
+        on_preflight=on_preflight,
+        params_checked=True,
+    )
+    findings = compare_runs(client, original, result, rtol=rtol, atol=atol)
+    verdict = Reproduction(run_id, result, rtol, findings)
+    if result.run_id is not None:
+        with contextlib.suppress(Exception):
+            tracking.log_json(client, result.run_id, verdict.to_dict(), REPRODUCTION_ARTIFACT)
+            client.set_tag(result.run_id, "nb2prod.reproduced", str(verdict.reproduced).lower())
+    shutil.rmtree(workdir, ignore_errors=True)
+    return verdict
+
+
+def _snapshot_of(client: MlflowClient, run: Any, folder: Path) -> Path:
+    """The notebook as it was when ``run`` ran: its stored snapshot, else the file if unchanged."""
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    try:
+        local = client.download_artifacts(run.info.run_id, SOURCE_ARTIFACT, dst_path=str(folder))
+        return Path(local)
+    except Exception:
+        pass
+    key = run.data.tags.get(tracking.TAG_NOTEBOOK)
+    recorded = run.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST)
+    if key and recorded and Path(key).is_file():
+        info, _ = environment.notebook_info(notebook_path=key)
+        if info is not None and info.code_digest == recorded:
+            target = folder / Path(key).name
+            shutil.copyfile(key, target)
+            return target
+        raise UsageError(
+            f"run {run.info.run_id} stored no notebook snapshot, and {key} has changed since "
+            f"(code digest {info.code_digest if info else '?'} != recorded {recorded})",
+            hint="restore the notebook from version control at the run's git commit",
+        )
+    raise UsageError(
+        f"run {run.info.run_id} has no notebook snapshot ({SOURCE_ARTIFACT}) and no notebook file to fall back on",
+        hint="reproduce runs made by nb2prod run, or by %nb2prod start in a saved notebook",
+    )
+
+
+def _fmt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def compare_runs(
+    client: MlflowClient, original: Any, result: RunResult, *, rtol: float, atol: float = 1e-12
+) -> list[Finding]:
+    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``."""
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    findings: list[Finding] = []
+    if not result.ok:
+        findings.append(
+            Finding(
+                "run",
+                "status",
+                False,
+                original.info.status,
+                result.status,
+                result.error.message if result.error else "",
+            )
+        )
+        if result.run_id is None:
+            return findings
+    new = client.get_run(result.run_id)
+    old_id = original.info.run_id
+
+    # Environment: Python and what the notebook imported decide; other packages are listed.
+    old_env = tracking.load_json_artifact(client, old_id, tracking.ENVIRONMENT_JSON)
+    new_env = tracking.load_json_artifact(client, result.run_id, tracking.ENVIRONMENT_JSON)
+    if old_env is None or new_env is None:
+        which = "original" if old_env is None else "reproduction"
+        findings.append(
+            Finding("environment", "environment.json", False, detail=f"the {which} recorded no environment")
+        )
+    else:
+        diff = environment.diff(
+            environment.EnvironmentSnapshot.from_dict(old_env),
+            environment.EnvironmentSnapshot.from_dict(new_env),
+        )
+        if diff.python:
+            findings.append(Finding("environment", "python", False, diff.python[0], diff.python[1]))
+        for change in diff.imported_changed:
+            findings.append(
+                Finding(
+                    "environment",
+                    change.name,
+                    False,
+                    change.old,
+                    change.new,
+                    f"imported by the notebook ({change.kind})",
+                )
+            )
+        others = len(diff.changed) + len(diff.added) + len(diff.removed) - len(diff.imported_changed)
+        findings.append(
+            Finding(
+                "environment",
+                "other packages",
+                True,
+                detail=f"{others} installed packages the notebook does not import differ"
+                if others
+                else "identical",
+            )
+        )
+
+    # Notebook code.
+    old_digest = original.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST)
+    new_digest = new.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST) or new.data.tags.get(TAG_SOURCE_DIGEST)
+    if old_digest:
+        findings.append(Finding("notebook", "code digest", old_digest == new_digest, old_digest, new_digest))
+
+    # Data digests.
+    prefix, suffix = "nb2prod.data.", ".digest"
+
+    def digests(tags: Mapping[str, str]) -> dict[str, str]:
+        return {
+            k[len(prefix) : -len(suffix)]: v
+            for k, v in tags.items()
+            if k.startswith(prefix) and k.endswith(suffix)
+        }
+
+    old_data, new_data = digests(original.data.tags), digests(new.data.tags)
+    for name in sorted(old_data.keys() | new_data.keys()):
+        a, b = old_data.get(name), new_data.get(name)
+        detail = (
+            ""
+            if a == b
+            else (
+                "not captured by the reproduction"
+                if b is None
+                else "new in the reproduction"
+                if a is None
+                else "content differs"
+            )
+        )
+        findings.append(Finding("data", name, a == b, a, b, detail))
+
+    # Metrics.
+    old_metrics, new_metrics = dict(original.data.metrics), dict(new.data.metrics)
+    for name in sorted(old_metrics.keys() | new_metrics.keys()):
+        a, b = old_metrics.get(name), new_metrics.get(name)
+        if a is None or b is None:
+            findings.append(
+                Finding(
+                    "metric",
+                    name,
+                    False,
+                    _fmt(a),
+                    _fmt(b),
+                    "missing in the reproduction" if b is None else "new in the reproduction",
+                )
+            )
+            continue
+        same = math.isclose(a, b, rel_tol=rtol, abs_tol=atol) or (math.isnan(a) and math.isnan(b))
+        rel = abs(a - b) / max(abs(a), abs(b)) if not same and max(abs(a), abs(b)) > 0 else 0.0
+        findings.append(
+            Finding(
+                "metric",
+                name,
+                same,
+                repr(a),
+                repr(b),
+                "" if same else f"relative difference {rel:.3g} > rtol {rtol:g}",
+            )
+        )
+
+    findings.extend(_compare_models(client, old_id, result.run_id, rtol=rtol, atol=atol))
+    return findings
+
+
+def _model_records(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any]]:
+    from nb2prod import tracking
+
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        files = client.list_artifacts(run_id, "models")
+    except Exception:
+        return records
+    for item in files:
+        if item.path.endswith(".json"):
+            data = tracking.load_json_artifact(client, run_id, item.path)
+            if data and data.get("model_id"):
+                records[str(data.get("name") or Path(item.path).stem)] = data
+    return records
+
+
+def _compare_models(
+    client: MlflowClient, old_id: str, new_id: str, *, rtol: float, atol: float
+) -> list[Finding]:
+    """Predictions of each original model and its reproduction on the original's input example."""
+    old_models, new_models = _model_records(client, old_id), _model_records(client, new_id)
+    findings: list[Finding] = []
+    for name in sorted(old_models.keys() | new_models.keys()):
+        a, b = old_models.get(name), new_models.get(name)
+        if a is None or b is None:
+            findings.append(
+                Finding(
+                    "prediction",
+                    name,
+                    False,
+                    a and a["model_id"],
+                    b and b["model_id"],
+                    "model missing in the reproduction" if b is None else "model new in the reproduction",
+                )
+            )
+            continue
+        try:
+            detail = _prediction_difference(a["model_id"], b["model_id"], rtol=rtol, atol=atol)
+        except Exception as exc:
+            detail = (
+                f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+        findings.append(
+            Finding(
+                "prediction",
+                name,
+                detail is None,
+                a["model_id"],
+                b["model_id"],
+                detail or "same predictions on the recorded input example",
+            )
+        )
+        same_files = a.get("artifact_sha256") == b.get("artifact_sha256")
+        findings.append(
+            Finding(
+                "artifact",
+                name,
+                True,
+                detail="saved model files are byte-identical"
+                if same_files
+                else "saved model files differ byte-wise (informative only)",
+            )
+        )
+    return findings
+
+
+def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol: float) -> str | None:
+    import mlflow
+    import numpy as np
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="nb2prod-compare-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
+        example = Model.load(local).load_input_example(local)
+        if example is None:
+            return "the original model has no recorded input example"
+        old = mlflow.pyfunc.load_model(local)
+        new = mlflow.pyfunc.load_model(f"models:/{new_model}")
+        outputs = [("predictions", old.predict(example), new.predict(example))]
+        raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
+        if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
+            from nb2prod.capture.models import to_signature_types
+
+            frame = to_signature_types(example)
+            outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
+    problems = []
+    for label, x, y in outputs:
+        xa, ya = np.asarray(x), np.asarray(y)
+        if xa.shape != ya.shape:
+            problems.append(f"{label}: shape {xa.shape} vs {ya.shape}")
+            continue
+        if xa.dtype.kind in "fc" and ya.dtype.kind in "fc":
+            bad = ~np.isclose(xa, ya, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            bad = xa.astype(str) != ya.astype(str)
+        if bad.any():
+            rows = int(bad.reshape(bad.shape[0], -1).any(axis=1).sum()) if bad.ndim else 1
+            total = xa.shape[0] if xa.ndim else 1
+            problems.append(f"{label}: {rows} of {total} rows differ beyond rtol {rtol:g}")
+    return "; ".join(problems) or None
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A grid of runs under one parent run.
+
+    Attributes:
+        parent_run_id: The sweep's own MLflow run; every run of the grid is its child.
+        experiment: Experiment name.
+        runs: One result per grid point, ranked best first (failed runs last).
+        rank_by: Metric used for the ranking (None when no common metric was found).
+        ascending: True when lower is better for ``rank_by``.
+        where: ``"local processes (N)"`` or the Dask scheduler address.
+        seconds: Wall time of the whole sweep.
+    """
+
+    parent_run_id: str
+    experiment: str
+    runs: list[RunResult]
+    rank_by: str | None
+    ascending: bool
+    where: str
+    seconds: float
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.ok]
+
+    @property
+    def best(self) -> RunResult | None:
+        ok = [r for r in self.runs if r.ok and self.rank_by in r.metrics]
+        return ok[0] if ok else None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What one grid point needs, picklable: it travels to a worker process or a Dask worker."""
+
+    notebook_name: str
+    notebook_bytes: bytes
+    notebook_key: str
+    source_dir: str
+    parameters: dict[str, Any]
+    experiment: str
+    timeout: int | None
+    kernel: str | None
+    settings: Settings
+    parent_run_id: str
+
+
+def parse_grid(spec: Mapping[str, str | Sequence[Any]]) -> dict[str, list[Any]]:
+    """``{"C": "0.1,1,10"}`` -> ``{"C": ["0.1", "1", "10"]}`` (lists are kept as they are)."""
+    grid: dict[str, list[Any]] = {}
+    for name, values in spec.items():
+        items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
+        if not items or any(v == "" for v in items):
+            raise ParameterError(f"sweep values for '{name}' are empty", name=name, hint="e.g. -p C 0.1,1,10")
+        grid[name] = items
+    return grid
+
+
+def expand_grid(
+    notebook: str | Path, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every combination of the grid, checked and typed like the notebook's defaults.
+
+    Raises:
+        ParameterError: a name or value that the notebook does not accept.
+    """
+    names = list(grid)
+    points = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        raw = {**(fixed or {}), **dict(zip(names, combo, strict=True))}
+        texts = [n for n, v in zip(names, combo, strict=True) if isinstance(v, str)]
+        points.append(check_parameters(notebook, raw, from_text=texts))
+    return points
+
+
+def _run_task(task: _Task) -> RunResult:
+    """Run one grid point in this process (a local worker or a Dask worker)."""
+    folder = Path(tempfile.mkdtemp(prefix="nb2prod-sweep-"))
+    try:
+        path = folder / task.notebook_name
+        path.write_bytes(task.notebook_bytes)
+        source_dir = Path(task.source_dir)
+        cwd = source_dir if source_dir.is_dir() else folder
+        try:
+            return run_notebook(
+                path,
+                task.parameters,
+                experiment=task.experiment,
+                timeout=task.timeout,
+                kernel=task.kernel,
+                settings=task.settings,
+                parent_run_id=task.parent_run_id,
+                notebook_key=task.notebook_key,
+                cwd=cwd,
+                progress=False,
+                params_checked=True,
+            )
+        except Nb2ProdError as exc:
+            error = ExecutionError(str(exc), kind="runner", ename=type(exc).__name__, evalue=str(exc))
+            return RunResult(
+                run_id=None,
+                experiment=task.experiment,
+                status="FAILED",
+                notebook=task.notebook_key,
+                parameters=task.parameters,
+                seconds=0.0,
+                executed_path=None,
+                preflight=Preflight(None, None),
+                error=error,
+                parent_run_id=task.parent_run_id,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lower_is_better(metric: str) -> bool:
+    low = metric.lower()
+    return any(word in low for word in _LOWER_IS_BETTER)
+
+
+def _default_metric(runs: Sequence[RunResult]) -> str | None:
+    finished = [r for r in runs if r.ok and r.metrics]
+    if not finished:
+        return None
+    common = set.intersection(*(set(r.metrics) for r in finished))
+    for prefix in ("test_", "val", "training_", ""):
+        candidates = sorted(m for m in common if m.startswith(prefix))
+        if candidates:
+            return candidates[0]
+    return None
+
+
+def rank(
+    runs: Sequence[RunResult], metric: str | None, ascending: bool | None = None
+) -> tuple[list[RunResult], bool]:
+    """Finished runs with the metric, best first; then finished runs without it; failed runs last."""
+    asc = _lower_is_better(metric) if (ascending is None and metric) else bool(ascending)
+    scored = [r for r in runs if r.ok and metric in r.metrics]
+    scored.sort(key=lambda r: r.metrics[metric] if asc else -r.metrics[metric])  # type: ignore[index]
+    rest = [r for r in runs if r.ok and r not in scored]
+    failed = [r for r in runs if not r.ok]
+    return scored + rest + failed, asc
+
+
+def _local_hosts() -> set[str]:
+    hosts = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        hosts.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    return hosts
+
+
+def sweep(
+    notebook: str | Path,
+    grid: Mapping[str, str | Sequence[Any]],
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    rank_by: str | None = None,
+    ascending: bool | None = None,
+    experiment: str | None = None,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    settings: Settings | None = None,
+    on_start: Callable[[int, str], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> SweepResult:
+    """Run every combination of ``grid`` as a child run of one parent run.
+
+    Local worker processes by default (``jobs``, default: the number of cores); with
+    ``scheduler`` (``tcp://HOST:8786``) each grid point is a task on that Dask cluster, and the
+    notebook and its parameters travel with the task. A failed run is recorded as failed and does
+    not stop the others.
+
+    Raises:
+        ParameterError: a bad name or value (nothing ran). UsageError: a local SQLite store with a
+            Dask cluster whose workers are on other machines. StoreError: the store failed.
+    """
+    from nb2prod import tracking
+
+    source = _notebook_file(notebook)
+    settings = settings or load_settings()
+    parsed = parse_grid(grid)
+    typed_fixed = check_parameters(
+        source, dict(fixed or {}), from_text=[k for k, v in (fixed or {}).items() if isinstance(v, str)]
+    )
+    points = expand_grid(source, parsed, typed_fixed)
+    exp_name = experiment or _experiment_default(source, points[0]) or settings.experiment
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(points)))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    dask_client = None
+    if scheduler is not None:
+        dask_client = _dask_client(scheduler, settings)
+        where = f"Dask scheduler {scheduler}"
+    else:
+        where = f"{workers} local worker process{'es' if workers > 1 else ''}"
+
+    tracking.check_reachable(settings)
+    with tracking.store_call(settings, what="opening the sweep run", not_recorded="the sweep"):
+        client = tracking.client(settings)
+        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
+        parent = client.create_run(
+            experiment_id,
+            tags={TAG_KIND: "sweep", tracking.TAG_NOTEBOOK: str(source), "mlflow.source.name": str(source)},
+        )
+        parent_id = parent.info.run_id
+        tracking.log_json(
+            client, parent_id, {"grid": parsed, "fixed": typed_fixed, "points": points}, SWEEP_ARTIFACT
+        )
+        _log_file_as(client, parent_id, source, SOURCE_ARTIFACT)
+    if on_start is not None:
+        on_start(len(points), parent_id)
+
+    tasks = [
+        _Task(
+            source.name,
+            source.read_bytes(),
+            str(source),
+            str(source.parent),
+            p,
+            exp_name,
+            timeout,
+            kernel,
+            settings,
+            parent_id,
+        )
+        for p in points
+    ]
+    started = time.perf_counter()
+    results: list[RunResult] = []
+    try:
+        if dask_client is not None:
+            results = _sweep_dask(dask_client, tasks, on_result)
+        else:
+            results = _sweep_local(tasks, workers, on_result)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(parent_id, status="KILLED")
+        raise
+    finally:
+        if dask_client is not None:
+            with contextlib.suppress(Exception):
+                dask_client.close()
+    seconds = time.perf_counter() - started
+
+    metric = rank_by or _default_metric(results)
+    ranked, asc = rank(results, metric, ascending)
+    summary = SweepResult(parent_id, exp_name, ranked, metric, asc, where, seconds)
+    with tracking.store_call(settings, what="closing the sweep run", not_recorded="the sweep summary"):
+        table = [
+            {
+                "run_id": r.run_id,
+                "status": r.status,
+                "parameters": r.parameters,
+                "metrics": r.metrics,
+                "error": r.error.message if r.error else None,
+            }
+            for r in ranked
+        ]
+        tracking.log_json(
+            client,
+            parent_id,
+            {
+                "grid": parsed,
+                "points": points,
+                "rank_by": metric,
+                "ascending": asc,
+                "runs": table,
+                "where": where,
+            },
+            SWEEP_ARTIFACT,
+        )
+        best = summary.best
+        if best is not None and metric is not None:
+            client.set_tag(parent_id, "nb2prod.sweep.best_run", best.run_id or "")
+            client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
+        client.set_tag(parent_id, "nb2prod.sweep.failed", str(len(summary.failed)))
+        all_failed = len(summary.failed) == len(ranked)
+        client.set_terminated(parent_id, status="FAILED" if all_failed else "FINISHED")
+    return summary
+
+
+def _sweep_local(
+    tasks: list[_Task], workers: int, on_result: Callable[[RunResult], None] | None
+) -> list[RunResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list[RunResult] = []
+    if workers == 1:
+        for task in tasks:
+            result = _run_task(task)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results
+    # spawn, not fork: the parent holds threads and SQLite connections.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_task, t): t for t in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                result = future.result()
+            except BaseException as exc:  # a worker process died: that grid point failed, the rest go on
+                result = _lost(task, exc)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def _lost(task: _Task, exc: BaseException) -> RunResult:
+    error = ExecutionError(
+        f"the worker running this grid point was lost ({type(exc).__name__}: {exc})",
+        kind="runner",
+        ename=type(exc).__name__,
+        evalue=str(exc),
+    )
+    return RunResult(
+        run_id=None,
+        experiment=task.experiment,
+        status="FAILED",
+        notebook=task.notebook_key,
+        parameters=task.parameters,
+        seconds=0.0,
+        executed_path=None,
+        preflight=Preflight(None, None),
+        error=error,
+        parent_run_id=task.parent_run_id,
+    )
+
+
+def _dask_client(scheduler: str, settings: Settings) -> Any:
+    """Connect to the scheduler; refuse a local SQLite store when a worker is on another machine."""
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise UsageError(
+            "--scheduler needs dask.distributed", hint="pip install 'dask[distributed]'"
+        ) from exc
+    try:
+        client = Client(scheduler, timeout=15)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach the Dask scheduler at {scheduler} ({exc})",
+            hint="start one with `dask scheduler` and `dask worker tcp://HOST:8786`, or drop --scheduler",
+        ) from None
+    if settings.is_local_store:
+        workers = client.scheduler_info().get("workers", {})
+        local = _local_hosts()
+        remote = sorted({_host(addr) for addr in workers} - local)
+        if remote:
+            client.close()
+            raise UsageError(
+                f"the tracking store is a local SQLite file ({settings.tracking_uri}); Dask workers on "
+                f"{', '.join(remote)} cannot write to it",
+                hint="run an MLflow tracking server the workers reach and set MLFLOW_TRACKING_URI=http://HOST:5000 "
+                "(a local SQLite store only works when every worker runs on this machine, e.g. a LocalCluster)",
+            )
+    return client
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1 : rest.index("]")]
+    return rest.rsplit(":", 1)[0]
+
+
+def _sweep_dask(
+    client: Any, tasks: list[_Task], on_result: Callable[[RunResult], None] | None
+) -> list[RunResult]:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(_run_task, t, pure=False, key=f"nb2prod-run-{i}-{t.parent_run_id}"): t
+        for i, t in enumerate(tasks)
+    }
+    results: list[RunResult] = []
+    for future in as_completed(list(futures)):
+        task = futures[future]
+        try:
+            result = future.result()
+        except BaseException as exc:  # the task or its worker died: that grid point failed
+            result = _lost(task, exc)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
