@@ -522,10 +522,11 @@ def _failure(exc: BaseException, gate: _Gate, executed: Any, source_ids: list[st
         kind = "runner"
     exec_count = None
     source_index = None
-    if executed is not None and index is not None and index < len(executed.cells):
-        cell = executed.cells[index]
-        exec_count = cell.get("execution_count")
-        source_index = _source_index(executed, index, source_ids)
+    # papermill inserted error markdown cells after the run; indices refer to the notebook without them.
+    cells = [] if executed is None else [c for c in executed.cells if _ERROR_TAG not in _tags(c)]
+    if index is not None and index < len(cells):
+        exec_count = cells[index].get("execution_count")
+        source_index = _source_index(cells, index, source_ids)
     where = f"cell {source_index}" if source_index is not None else "before the first cell"
     if exec_count:
         where += f" (execution count {exec_count})"
@@ -555,16 +556,22 @@ def _failure(exc: BaseException, gate: _Gate, executed: Any, source_ids: list[st
     )
 
 
-def _source_index(executed: Any, index: int, source_ids: list[str | None]) -> int:
-    cell_id = executed.cells[index].get("id")
+_ERROR_TAG = "papermill-error-cell-tag"
+
+
+def _tags(cell: Any) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _source_index(cells: list[Any], index: int, source_ids: list[str | None]) -> int:
+    """Index in the source notebook of executed cell ``index`` (by cell id, else by position)."""
+    cell_id = cells[index].get("id")
     if cell_id and cell_id in source_ids:
         return source_ids.index(cell_id)
-    injected = sum(
-        1
-        for c in executed.cells[:index]
-        if {"injected-parameters", "papermill-error-cell-tag"} & set(c.get("metadata", {}).get("tags", []))
-    )
-    return index - injected
+    position = index - sum(1 for c in cells[:index] if "injected-parameters" in _tags(c))
+    # papermill dropped the source's old error markers before running: skip them when counting.
+    kept = [i for i, cid in enumerate(source_ids) if cid != _ERROR_TAG]
+    return kept[position] if position < len(kept) else position
 
 
 @dataclass
@@ -729,11 +736,12 @@ def _experiment_default(source: Path, params: Mapping[str, Any]) -> str | None:
 
 
 def _cell_ids(source: Path) -> list[str | None]:
+    """Cell ids of the source notebook; papermill's old error markers stand as ``_ERROR_TAG``."""
     try:
         nb = json.loads(source.read_text(encoding="utf-8"))
-        return [c.get("id") for c in nb.get("cells", [])]
     except (OSError, ValueError):
         return []
+    return [_ERROR_TAG if _ERROR_TAG in _tags(c) else c.get("id") for c in nb.get("cells", [])]
 
 
 def _read_executed(output: Path) -> Any:
