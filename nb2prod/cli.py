@@ -74,7 +74,7 @@ def demo(folder: Path | None) -> None:
         models.add_column(column)
     for mv in report.model_versions:
         digests = "\n".join(f"{k}: {v}" for k, v in mv["tags"].items() if k.startswith("nb2prod.data."))
-        models.add_row(mv["name"], mv["version"], mv["tags"].get("nb2prod.run_id", ""), digests)
+        models.add_row(mv["name"], str(mv["version"]), mv["tags"].get("nb2prod.run_id", ""), digests)
     console.print(models)
     console.print(f"Executed notebook: {report.notebook}")
 

@@ -110,6 +110,7 @@ def kernel_env(home: Path, notebook: Path, extra: dict[str, str] | None = None) 
     env["NB2PROD_HOME"] = str(home)
     env["NB2PROD_NOTEBOOK"] = str(notebook)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.update(extra or {})
     return env
 
@@ -155,6 +156,7 @@ def run_demo(folder: Path | None = None) -> DemoReport:
     """Execute the example notebook in a temp project and read back what was recorded."""
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     project = new_project(folder or Path(tempfile.mkdtemp(prefix="nb2prod-demo-")))
     notebook = write_example(project / "notebooks" / EXAMPLE_NAME)
     env = kernel_env(project, notebook)

@@ -52,7 +52,10 @@ def start_text(result: StartResult) -> str:
 
 def dataset_text(record: DatasetRecord) -> str:
     target = f", target '{record.target}'" if record.target else ""
-    shape = f"{record.n_rows} rows x {record.n_cols} columns" if record.n_cols else f"{record.n_rows} items"
+    if record.n_rows is None:
+        shape = f"{record.n_files} files, {record.disk_bytes} bytes"
+    else:
+        shape = f"{record.n_rows} rows x {record.n_cols} columns"
     return f"nb2prod: dataset '{record.name}' ({record.role}{target}): {shape}, {record.digest}"
 
 
@@ -79,7 +82,8 @@ def status_text(report: StatusReport) -> str:
     ]
     for record in report.datasets:
         lines.append(
-            f"  {record.name:<16} {record.role:<9} {record.n_rows:>9} x {record.n_cols:<4} {record.digest}"
+            f"  {record.name:<16} {record.role:<9} {record.n_rows or '-':>9} x {record.n_cols or '-':<4} "
+            f"{record.digest}"
         )
     lines.append(f"models     {len(report.models)}")
     for model in report.models:

@@ -355,10 +355,11 @@ def end(status: str = "FINISHED") -> str | None:
     if session.attached:
         # The runner that opened the run sets its final status.
         return session.run_id
-    if active is not None and active.info.run_id == session.run_id:
-        mlflow.end_run(status=status)
-    else:
-        session.client.set_terminated(session.run_id, status=status)
+    with tracking_call(session, f"ending run {session.run_id}", f"the run's {status} status"):
+        if active is not None and active.info.run_id == session.run_id:
+            mlflow.end_run(status=status)
+        else:
+            session.client.set_terminated(session.run_id, status=status)
     return session.run_id
 
 
@@ -421,7 +422,8 @@ def _log_dataset(session: Session, record: DatasetRecord) -> None:
             for c in record.schema
         ]
         schema = json.dumps({"mlflow_colspec": colspec})
-    profile = json.dumps({"num_rows": record.n_rows, "num_elements": record.n_rows * record.n_cols})
+    rows, cols = record.n_rows or 0, record.n_cols or 0
+    profile = json.dumps({"num_rows": rows, "num_elements": rows * cols})
     dataset = Dataset(
         name=record.name, digest=hex32, source_type=source_type, source=source, schema=schema, profile=profile
     )
@@ -533,6 +535,7 @@ def model(
             pass  # a test frame that does not fit the model is not this model's test data
 
     requirements = _requirements(session, info)
+    _refresh_imported(session)
     what = f"model '{reg_name}'"
     started = time.perf_counter()
     with tracking_call(session, f"logging {what}", what):
@@ -649,6 +652,28 @@ def _requirements(session: Session, info: ModelInfo) -> list[str]:
     pins = imported_distributions(modules)
     pins.pop("nb2prod", None)
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def _refresh_imported(session: Session) -> None:
+    """Re-record the notebook's imports: cells run since ``start`` may have imported more."""
+    from dataclasses import replace
+
+    from nb2prod import tracking
+    from nb2prod.capture.environment import imported_distributions, requirements_txt
+
+    env = session.environment
+    imported = dict(env.imported) | imported_distributions(_user_modules(session.shell))
+    imported.pop("nb2prod", None)
+    if imported == env.imported:
+        return
+    session.environment = replace(env, imported=dict(sorted(imported.items())))
+    with tracking_call(session, "updating the environment record", "the notebook's latest imports"):
+        tracking.log_json(
+            session.client, session.run_id, session.environment.to_dict(), tracking.ENVIRONMENT_JSON
+        )
+        session.client.log_text(
+            session.run_id, requirements_txt(session.environment), tracking.REQUIREMENTS_TXT
+        )
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,8 @@ def client(settings: Settings) -> MlflowClient:
     if settings.tracking_uri.startswith(("http://", "https://")):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
+    # Progress bars for one small JSON file are noise in a notebook's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if settings.is_local_store:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)

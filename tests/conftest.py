@@ -3,6 +3,7 @@ and a runner for notebooks in real kernels."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from nb2prod.demo import new_project
+from nb2prod.exceptions import StoreError
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +60,8 @@ def ip(project: Path) -> Iterator[Any]:
     shell.run_line_magic("load_ext", "nb2prod")
     yield shell
     if session._current is not None:
-        session.end()
+        with contextlib.suppress(StoreError):  # a test may have stopped the store on purpose
+            session.end()
     shell.run_line_magic("unload_ext", "nb2prod")
     shell.reset(new_session=False)
 

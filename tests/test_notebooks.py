@@ -45,7 +45,7 @@ def test_example_notebook_records_environment_data_and_model(project: Path, clie
     env = json.loads(env_text)
     assert SECRET not in env_text and "NB2PROD_TEST_TOKEN" in env["env_var_names"]
     assert env["python_version"].startswith("3.")
-    assert "scikit-learn" in env["distributions"] and "pandas" in env["imported"]
+    assert "scikit-learn" in env["imported"] and "pandas" in env["imported"]
     assert tags["nb2prod.env_digest"] == env["digest"]
     requirements = _artifact(client, run.info.run_id, "requirements.txt")
     assert f"scikit-learn=={env['distributions']['scikit-learn']}" in requirements
