@@ -600,6 +600,7 @@ def run_notebook(
     progress: bool = True,
     on_preflight: Callable[[Preflight], None] | None = None,
     params_checked: bool = False,
+    register: bool = True,
 ) -> RunResult:
     """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
 
@@ -622,6 +623,8 @@ def run_notebook(
         progress: Show papermill's per-cell progress bar.
         on_preflight: Called with the pre-flight check before the first cell runs.
         params_checked: ``parameters`` were checked by :func:`check_parameters` already.
+        register: Register the models the notebook captured once it succeeded (a reproduction
+            does not: it only checks).
 
     Returns:
         The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
@@ -817,6 +820,7 @@ def _finish(
     error: ExecutionError | None,
     seconds: float,
     parent_run_id: str | None,
+    register: bool = True,
 ) -> RunResult:
     from nb2prod import registry, tracking
 
@@ -834,7 +838,7 @@ def _finish(
             if html is not None:
                 client.log_text(run_id, html, HTML_ARTIFACT)
             local_copy = _keep_local(settings, run_id, output)
-        if error is None:
+        if error is None and register:
             try:
                 registered = registry.register_candidates(client, run_id)
             except Exception as exc:
@@ -1038,6 +1042,7 @@ def reproduce(
         progress=progress,
         on_preflight=on_preflight,
         params_checked=True,
+        register=False,
     )
     findings = compare_runs(client, original, result, rtol=rtol, atol=atol)
     verdict = Reproduction(run_id, result, rtol, findings)

@@ -45,7 +45,11 @@ def nbs(project: Path) -> Path:
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nb2prod", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+        [sys.executable, "-m", "nb2prod", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ,
     )
 
 
@@ -145,9 +149,7 @@ def test_help_documents_exit_codes() -> None:
 
 
 @pytest.mark.slow
-def test_run_is_one_tracked_run_with_artifacts_and_a_link_to_the_previous(
-    nbs: Path, client: Any
-) -> None:
+def test_run_is_one_tracked_run_with_artifacts_and_a_link_to_the_previous(nbs: Path, client: Any) -> None:
     nb = nbs / "params.ipynb"
     first = run_notebook(nb, {"x": "2", "n": "4"}, progress=False)
     assert first.ok, first.error
@@ -191,7 +193,9 @@ def test_cell_error_fails_the_run_keeps_the_partial_notebook_and_registers_nothi
     assert {EXECUTED_ARTIFACT, HTML_ARTIFACT, "registry/should-not-exist.json"} <= files
     local = client.download_artifacts(run.info.run_id, EXECUTED_ARTIFACT, dst_path=str(nbs))
     executed = nbformat.read(local, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert [e.ename for e in errors] == ["ValueError"]
     assert not any("never" in str(c.outputs) for c in executed.cells if c.cell_type == "code")
     assert client.search_registered_models() == []
