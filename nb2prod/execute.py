@@ -86,15 +86,27 @@ class ParameterSpec:
     help: str = ""
 
 
+_inspected: dict[tuple[str, int, int], list[ParameterSpec] | None] = {}
+
+
 def inspect_parameters(notebook: str | Path) -> list[ParameterSpec] | None:
     """The parameters a notebook declares; None when it has no cell tagged ``parameters``.
 
     Raises:
         UsageError: the notebook is missing or unreadable.
     """
+    path = _notebook_file(notebook)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _inspected:
+        _inspected[key] = _inspect(path)
+    specs = _inspected[key]
+    return None if specs is None else list(specs)
+
+
+def _inspect(path: Path) -> list[ParameterSpec] | None:
     import nbformat
 
-    path = _notebook_file(notebook)
     nb = nbformat.read(str(path), as_version=4)
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         return None
@@ -667,9 +679,12 @@ def run_notebook(
                 extra_tags,
             )
             opened.set_result((holder["run"].run_id, holder["run"].preflight))
-            # Warm up the HTML exporter while the notebook runs.
+            # Warm up the HTML exporter (imports, templates) while the notebook runs.
             with contextlib.suppress(Exception):
-                import nbconvert  # noqa: F401
+                import nbformat
+                from nbconvert import HTMLExporter
+
+                HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
         except BaseException as exc:
             opened.set_exception(exc)
 
@@ -807,6 +822,9 @@ def _open_run(
         _log_file_as(client, run_id, source, SOURCE_ARTIFACT)
         if check.diff is not None:
             tracking.log_json(client, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
+        # The runner's view of the environment; %nb2prod start in the notebook overwrites it with
+        # the kernel's own (which also knows what the cells imported at run time).
+        tracking.log_json(client, run_id, current.to_dict(), tracking.ENVIRONMENT_JSON)
     return _Opened(client, run_id, exp_name, check)
 
 
