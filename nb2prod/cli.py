@@ -78,6 +78,30 @@ def demo(folder: Path | None) -> None:
     console.print(models)
     console.print(f"Executed notebook: {report.notebook}")
 
+    from nb2prod.demo import run_rerun_demo
+
+    with console.status("nb2prod run with C=0.5, then nb2prod reproduce of the first run..."):
+        again = run_rerun_demo(report)
+    rerun = again.rerun
+    console.print(
+        f"[bold]nb2prod run[/bold] -p C 0.5: run {rerun.run_id} {rerun.status}, "
+        + ", ".join(
+            f"{k}={_format_value(v)}" for k, v in sorted(rerun.metrics.items()) if k.startswith("test_")
+        )
+        + "".join(f", registered {n} version {v}" for n, v in rerun.registered.items())
+    )
+    verdict = again.reproduction
+    checks = Table(title=f"nb2prod reproduce {report.run_id}")
+    for column in ("check", "name", "ok", "detail"):
+        checks.add_column(column)
+    for finding in verdict.findings:
+        checks.add_row(finding.check, finding.name, "yes" if finding.ok else "NO", finding.detail)
+    console.print(checks)
+    word = "REPRODUCED" if verdict.reproduced else "NOT REPRODUCED"
+    console.print(
+        f"[bold]{word}[/bold]: run {verdict.run.run_id} re-executed the notebook of {report.run_id}"
+    )
+
 
 # --------------------------------------------------------------------------- run, reproduce, sweep
 
