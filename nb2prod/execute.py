@@ -63,6 +63,8 @@ REPRODUCTION_ARTIFACT = "nb2prod/reproduction.json"
 SWEEP_ARTIFACT = "nb2prod/sweep.json"
 
 ENGINE_NAME = "nb2prod"
+DASK_CONNECT_TIMEOUT = 10
+"""Seconds to wait for a Dask scheduler before giving up."""
 _LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "mape")
 
 
@@ -1680,7 +1682,7 @@ def _dask_client(scheduler: str, settings: Settings) -> Any:
             "--scheduler needs dask.distributed", hint="pip install 'dask[distributed]'"
         ) from exc
     try:
-        client = Client(scheduler, timeout=15)
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
     except OSError as exc:
         raise UsageError(
             f"cannot reach the Dask scheduler at {scheduler} ({exc})",
