@@ -739,6 +739,7 @@ def run_notebook(
         error,
         seconds,
         parent_run_id,
+        register,
     )
 
 
@@ -840,7 +841,7 @@ def _finish(
     error: ExecutionError | None,
     seconds: float,
     parent_run_id: str | None,
-    register: bool = True,
+    register: bool,
 ) -> RunResult:
     from nb2prod import registry, tracking
 

@@ -392,3 +392,37 @@ def test_rank_puts_failed_runs_last_and_knows_lower_is_better() -> None:
     assert ascending
     assert [x.metrics.get("test_log_loss") for x in ranked] == [0.1, 0.5, None, None]
     assert ranked[-1].status == "FAILED"
+
+
+def _write_data(path: Path, shift: float) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=100), rng.normal(size=100)
+    label = (a + b > 0).astype(int)
+    pd.DataFrame({"a": a + shift * label, "b": b, "label": label}).to_csv(path, index=False)
+
+
+@pytest.mark.slow
+def test_reproduce_names_changed_data_metrics_and_predictions(nbs: Path, client: Any) -> None:
+    nb = nbs / "tiny_model.ipynb"
+    _write_data(nbs / "data.csv", 0.0)
+    first = run_notebook(nb, progress=False)
+    assert first.ok, first.error
+    assert first.registered == {"tiny": "1"}
+    assert set(first.data_digests) >= {"train", "test"}
+    assert "test_accuracy" in first.metrics
+    # Same file name, different content: the data digests must tell.
+    _write_data(nbs / "data.csv", 3.0)
+    verdict = reproduce(first.run_id, progress=False)
+    assert not verdict.reproduced
+    reasons = {(f.check, f.name) for f in verdict.reasons}
+    assert {("data", "train"), ("data", "test"), ("prediction", "tiny")} <= reasons
+    assert any(check == "metric" for check, _ in reasons)
+    assert ("environment", "other packages") not in reasons and ("notebook", "code digest") not in reasons
+    train = next(f for f in verdict.reasons if f.name == "train")
+    assert train.original == first.data_digests["train"] and train.detail == "content differs"
+    # A reproduction checks; it registers nothing.
+    assert verdict.run.registered == {}
+    assert [str(v.version) for v in client.search_model_versions("name = 'tiny'")] == ["1"]
