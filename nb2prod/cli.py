@@ -379,6 +379,16 @@ def sweep(
     fixed = load_params_file(params_file) if params_file else {}
     grid = dict(params)
     console = Console(stderr=True)
+    if scheduler:
+        from nb2prod.config import load_settings
+
+        settings = load_settings()
+        if settings.is_local_store:
+            console.print(
+                f"note: the tracking store is a local SQLite file ({settings.tracking_uri}). Dask workers on "
+                "this machine (a LocalCluster) can write to it; workers on other machines cannot: for a real "
+                "cluster set MLFLOW_TRACKING_URI to an MLflow server they reach."
+            )
     progress = Progress(
         TextColumn("sweep"),
         BarColumn(),

@@ -681,18 +681,16 @@ def run_notebook(
                 extra_tags,
             )
             opened.set_result((holder["run"].run_id, holder["run"].preflight))
-            # Warm up the HTML exporter (imports, templates) while the notebook runs.
-            with contextlib.suppress(Exception):
-                import nbformat
-                from nbconvert import HTMLExporter
-
-                HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
         except BaseException as exc:
             opened.set_exception(exc)
+            return
+        if not strict:
+            _warm_html()
 
     if strict:
         open_run()  # --strict decides before the kernel starts.
         opened.result()
+        threading.Thread(target=_warm_html, name="nb2prod-warm-html", daemon=True).start()
     else:
         threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
 
@@ -741,6 +739,15 @@ def run_notebook(
         parent_run_id,
         register,
     )
+
+
+def _warm_html() -> None:
+    """Import nbconvert and load its templates while the notebook runs (off the critical path)."""
+    with contextlib.suppress(Exception):
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
 
 
 def _experiment_default(source: Path, params: Mapping[str, Any]) -> str | None:
@@ -1545,7 +1552,12 @@ def sweep(
         experiment_id = tracking.ensure_experiment(settings, client, exp_name)
         parent = client.create_run(
             experiment_id,
-            tags={TAG_KIND: "sweep", tracking.TAG_NOTEBOOK: str(source), "mlflow.source.name": str(source)},
+            # Not tagged nb2prod.notebook: the parent ran no notebook, so it is never "the last run" of one.
+            tags={
+                TAG_KIND: "sweep",
+                "nb2prod.sweep.notebook": str(source),
+                "mlflow.source.name": str(source),
+            },
         )
         parent_id = parent.info.run_id
         tracking.log_json(
