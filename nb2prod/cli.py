@@ -441,7 +441,8 @@ def sweep(
     table.add_column("run")
     for rank_no, result in enumerate(summary.runs, 1):
         value = _format_value(result.metrics[metric]) if metric and metric in result.metrics else "-"
-        status = result.status if result.ok else f"FAILED: {result.error.message if result.error else ''}"
+        where = result.error.cell_index if result.error is not None else None
+        status = result.status if result.ok else "FAILED" + (f" (cell {where})" if where is not None else "")
         table.add_row(
             str(rank_no) if result.ok else "-",
             *[_format_value(result.parameters.get(n)) for n in grid],
@@ -450,6 +451,9 @@ def sweep(
             result.run_id or "-",
         )
     out.print(table)
+    for result in summary.failed:
+        params = ", ".join(f"{k}={_format_value(v)}" for k, v in result.parameters.items() if k in grid)
+        click.echo(f"FAILED {params}: {result.error.message if result.error else 'unknown error'}")
     if summary.failed:
         sys.exit(1)
 

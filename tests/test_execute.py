@@ -337,27 +337,27 @@ def test_reproduce_unknown_run_is_a_usage_error(project: Path) -> None:
 
 @pytest.mark.slow
 def test_local_sweep_ranks_child_runs_and_survives_a_failed_one(nbs: Path, client: Any) -> None:
-    seen: list[str] = []
-    result = sweep(
-        nbs / "params.ipynb", {"x": "1,2", "n": "1,2"}, jobs=2, on_result=lambda r: seen.append(r.status)
-    )
-    assert len(seen) == 4 and seen.count("FAILED") == 1
-    assert result.rank_by == "test_score" and not result.ascending
-    scores = [r.metrics.get("test_score") for r in result.runs]
-    assert scores[:3] == [2.0, 2.0, 1.0] and result.runs[3].status == "FAILED"
-    (failed,) = result.failed
-    assert failed.parameters == {"x": 2.0, "n": 2} and failed.error is not None
-    assert "AssertionError" in failed.error.message
+    proc = _cli("sweep", str(nbs / "params.ipynb"), "-p", "x", "1,2", "-p", "n", "1,2", "--jobs", "2")
+    assert proc.returncode == 1, proc.stderr  # one grid point fails on purpose
+    assert "2 local worker processes" in proc.stdout
+    rows = [
+        line for line in proc.stdout.splitlines() if "│" in line and ("FINISHED" in line or "FAILED" in line)
+    ]
+    assert len(rows) == 4
+    assert "FAILED (cell 2)" in rows[-1]
+    assert "FAILED x=2, n=2: the notebook failed in cell 2" in proc.stdout and "AssertionError" in proc.stdout
+    assert [r.split("│")[4].strip() for r in rows[:3]] == ["2", "2", "1"]  # test_score, higher is better
+    (parent,) = [r for r in _runs(client) if r.data.tags.get("nb2prod.kind") == "sweep"]
     children = client.search_runs(
-        [client.get_run(result.parent_run_id).info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    assert len(children) == 4
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
-    parent = client.get_run(result.parent_run_id)
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.params == {"x": "2.0", "n": "2"}
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["nb2prod.sweep.failed"] == "1"
     assert parent.data.metrics["best_test_score"] == 2.0
+    assert client.get_run(parent.data.tags["nb2prod.sweep.best_run"]).data.metrics["test_score"] == 2.0
 
 
 @pytest.mark.slow
@@ -379,6 +379,14 @@ def test_sweep_on_a_dask_local_cluster(nbs: Path, client: Any) -> None:
 def test_sweep_refuses_an_unreachable_scheduler(nbs: Path) -> None:
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler"):
         sweep(nbs / "params.ipynb", {"x": "1"}, scheduler="tcp://127.0.0.1:9")
+
+
+def test_worker_hosts_are_parsed_for_the_sqlite_check() -> None:
+    from nb2prod.execute import _host, _local_hosts
+
+    assert _host("tcp://10.1.2.3:40123") == "10.1.2.3"
+    assert _host("tcp://[::1]:40123") == "::1"
+    assert "127.0.0.1" in _local_hosts() and "10.1.2.3" not in _local_hosts()
 
 
 def test_rank_puts_failed_runs_last_and_knows_lower_is_better() -> None:
