@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -58,10 +59,20 @@ def write_notebook(path: Path, cells: list[object]) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+CPU: dict[str, float] = {}  # command label -> CPU seconds of the last call (process + kernels)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, label: str = "") -> float:
+    cpu = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    CPU[label] = _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return seconds
@@ -76,32 +87,34 @@ def project() -> tuple[Path, dict[str, str]]:
     return home, env
 
 
-def bench_run(cells: list[object], label: str, repeat: int) -> tuple[str, float, float, float]:
+def bench_run(cells: list[object], label: str, repeat: int) -> tuple[str, float, float, float, float, float]:
     home, env = project()
     nb = write_notebook(home / "bench.ipynb", cells)
     run_cmd = [str(BIN / "nb2prod"), "run", str(nb), "-p", "C", "0.5", "--no-progress"]
     pm_cmd = [str(BIN / "papermill"), str(nb), str(home / "out.ipynb"), "-p", "C", "0.5", "--no-progress-bar"]
     timed(run_cmd, env, home)  # warm-up: store migrations, page cache
     timed(pm_cmd, env, home)
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for _ in range(repeat):
-        ours.append(timed(run_cmd, env, home))
-        theirs.append(timed(pm_cmd, env, home))
+        ours.append(timed(run_cmd, env, home, "run"))
+        ours_cpu.append(CPU["run"])
+        theirs.append(timed(pm_cmd, env, home, "papermill"))
+        theirs_cpu.append(CPU["papermill"])
     shutil.rmtree(home, ignore_errors=True)
     a, b = statistics.median(ours), statistics.median(theirs)
-    return label, a, b, a / b
+    return label, a, b, a / b, statistics.median(ours_cpu), statistics.median(theirs_cpu)
 
 
-def bench_sweep(runs: int) -> tuple[float, float]:
+def bench_sweep(runs: int) -> tuple[float, float, float, float]:
     home, env = project()
     nb = write_notebook(home / "bench.ipynb", CAPTURED)
     values = ",".join(str(0.1 * (i + 1))[:4] for i in range(runs))
     base = [str(BIN / "nb2prod"), "sweep", str(nb), "-p", "C", values]
     timed([str(BIN / "nb2prod"), "run", str(nb), "--no-progress"], env, home)  # warm-up
-    sequential = timed([*base, "--jobs", "1"], env, home)
-    parallel = timed([*base, "--jobs", "2"], env, home)
+    sequential = timed([*base, "--jobs", "1"], env, home, "seq")
+    parallel = timed([*base, "--jobs", "2"], env, home, "par")
     shutil.rmtree(home, ignore_errors=True)
-    return sequential, parallel
+    return sequential, parallel, CPU["seq"], CPU["par"]
 
 
 def main() -> None:
