@@ -20,6 +20,10 @@ CASES = {
         "import time; t = time.perf_counter(); ip.run_line_magic('load_ext', 'nb2prod')\n"
         "print(time.perf_counter() - t)"
     ),
+    "environment snapshot (first, fresh process)": (
+        "from nb2prod.capture.environment import snapshot; import time; t = time.perf_counter()\n"
+        "snapshot(imported_modules={'sklearn', 'numpy', 'pandas'}); print(time.perf_counter() - t)"
+    ),
     "reference: import pandas": "import time; t = time.perf_counter(); import pandas; print(time.perf_counter() - t)",
     "reference: import mlflow": "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)",
 }

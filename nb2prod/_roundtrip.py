@@ -48,19 +48,40 @@ def main(argv: list[str]) -> int:
         sample = pd.read_pickle(folder / "sample.pkl")
         expected = np.load(folder / "expected.npz", allow_pickle=False)
         result["rows"] = len(sample)
+        source = model_uri
+        if (folder / "sha256.json").exists():
+            import mlflow.artifacts
+
+            from nb2prod.capture.models import sha256_tree
+
+            want = json.loads((folder / "sha256.json").read_text(encoding="utf-8"))
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder / "m"))
+                )
+            except Exception as exc:
+                result.update(stage="load", detail=_last_line(exc))
+                return 1
+            got = sha256_tree(local)
+            bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            if bad:
+                result.update(stage="integrity", detail=f"sha256 mismatch for {', '.join(bad[:5])}")
+                return 1
+            source = str(local)
         try:
             import mlflow.pyfunc
 
-            model = mlflow.pyfunc.load_model(model_uri)
+            model = mlflow.pyfunc.load_model(source)
         except Exception as exc:
             result.update(stage="load", detail=_last_line(exc))
             return 1
         try:
             predicted = model.predict(sample)
-            raw = model.get_raw_model() if hasattr(model, "get_raw_model") else None
             proba = None
-            if "expected_proba" in expected.files and raw is not None and hasattr(raw, "predict_proba"):
-                proba = raw.predict_proba(sample)
+            if "expected_proba" in expected.files:
+                raw = model.get_raw_model()
+                if hasattr(raw, "predict_proba"):
+                    proba = raw.predict_proba(sample)
         except Exception as exc:
             result.update(stage="predict", detail=_last_line(exc))
             return 1

@@ -552,6 +552,7 @@ def model(
             live_pred,
             live_proba,
             variable=label,
+            artifact_sha256=artifact_hashes,
         )
     except RoundTripError:
         with contextlib.suppress(Exception):

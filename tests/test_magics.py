@@ -173,6 +173,8 @@ def test_model_is_logged_roundtripped_and_registered(started: Any, client: Any, 
     record = session.status().models[0]
     assert record.roundtrip.ok and record.roundtrip.rows == 200
     assert "sklearn.tree._tree.Tree" in record.info.trusted_types
+    assert record.info.params["n_estimators"] == "20"
+    assert client.get_logged_model(record.model_id).params["n_estimators"] == "20"
     assert record.metrics["training_accuracy"] > 0.95 and 0.8 < record.metrics["test_accuracy"] <= 1.0
 
     mv = client.get_model_version("bc-forest", "1")
@@ -219,3 +221,22 @@ def test_untrusted_type_needs_explicit_trust(
         magic(started, "model pipe --X X --y y --trust nb2prod_testmods.Passthrough")
     assert "No module named 'nb2prod_testmods'" in str(info.value)
     assert client.search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_generic_model_goes_through_pyfunc(started: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "nb2prod_threshold.py").write_text(
+        "import numpy as np\n"
+        "class Threshold:\n"
+        "    def __init__(self, column, cut):\n        self.column, self.cut = column, cut\n"
+        "    def predict(self, X):\n        return (np.asarray(X[self.column]) > self.cut).astype('int64')\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the fresh round-trip process imports it too
+    started.run_cell("from nb2prod_threshold import Threshold\nrule = Threshold('mean radius', 15.0)")
+    record = session.model(started.user_ns["rule"], X=started.user_ns["X"], name="rule", variable="rule")
+    assert record.info.flavor == "pyfunc" and record.version == "1"
+    assert record.roundtrip.ok and record.metrics == {}
+    assert any(r.startswith("numpy==") for r in record.requirements)

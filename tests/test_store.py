@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +45,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -54,9 +57,14 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
         proc.kill()
         pytest.fail("mlflow server did not start in 90 s")
     yield url, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
+    _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """The server and its workers share a session of their own: end them all at once."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -76,8 +84,7 @@ def test_remote_server_then_outage_warns_and_keeps_the_notebook_working(
     assert remote.get_run(run_id).data.tags["nb2prod.data.df.digest"].startswith("xxh3_128:")
     assert "environment.json" in {f.path for f in remote.list_artifacts(run_id)}
 
-    proc.terminate()
-    proc.wait(timeout=20)
+    _kill(proc)  # the outage
     capsys.readouterr()
     ip.run_line_magic("nb2prod", "data df --name again")
     err = capsys.readouterr().err

@@ -159,18 +159,22 @@ def _is_fitted(model: Any, flavor: str) -> bool:
     return True
 
 
-def _params(model: Any) -> dict[str, str]:
+def _params(model: Any, limit: int = 200) -> dict[str, str]:
+    """Hyper-parameters as strings; nested estimators' params by their ``step__param`` names."""
     get_params = getattr(model, "get_params", None)
     if not callable(get_params):
         return {}
     try:
-        raw = get_params(deep=False)
+        raw = get_params(deep=True)
     except Exception:
         return {}
     out: dict[str, str] = {}
-    for key, value in raw.items():
-        text = repr(value) if not isinstance(value, str) else value
-        out[key] = text if len(text) <= 500 else text[:497] + "..."
+    for key, value in sorted(raw.items()):
+        if not isinstance(value, str | int | float | bool | type(None)):
+            continue  # estimators and steps: their own params are listed under step__name
+        out[key] = str(value)[:500]
+        if len(out) >= limit:
+            break
     return out
 
 
@@ -324,9 +328,13 @@ def roundtrip_check(
     expected_proba: Any | None,
     *,
     variable: str,
+    artifact_sha256: dict[str, str] | None = None,
     timeout: float = 300.0,
 ) -> RoundTrip:
     """Load ``model_uri`` in a fresh interpreter and compare its predictions with ``expected``.
+
+    With ``artifact_sha256``, the fresh process first checks every downloaded file against it and
+    refuses to deserialise anything that differs: the same check a service makes.
 
     Raises:
         RoundTripError: the model did not load, or predicted differently; the message names why.
@@ -345,6 +353,8 @@ def roundtrip_check(
         if expected_proba is not None:
             arrays["expected_proba"] = np.asarray(expected_proba)
         np.savez(folder / "expected.npz", **arrays)  # type: ignore[arg-type]
+        if artifact_sha256 is not None:
+            (folder / "sha256.json").write_text(json.dumps(artifact_sha256), encoding="utf-8")
         env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONHASHSEED="0")
         env.pop("PYTHONSTARTUP", None)
         # Run from a neutral folder so notebook-local modules are not importable by accident:
@@ -383,6 +393,8 @@ def roundtrip_check(
 
 
 def _roundtrip_message(trip: RoundTrip, variable: str) -> str:
+    if trip.stage == "integrity":
+        return f"the saved model '{variable}' differs from what was written: {trip.detail}"
     if trip.stage == "load":
         return f"the saved model '{variable}' does not load in a fresh Python process: {trip.detail}"
     if trip.stage == "predict":

@@ -13,7 +13,8 @@ def wrap(model: Any) -> Any:
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        # No annotations on purpose: MLflow reads predict's type hints as an input schema.
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             return self.inner.predict(model_input)
 
         def get_raw_model(self) -> Any:
