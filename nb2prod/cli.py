@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from nb2prod import __version__
-from nb2prod.exceptions import Nb2ProdError
+from nb2prod.exceptions import Nb2ProdError, UsageError
 
 
 class _Group(click.Group):
@@ -29,7 +29,7 @@ def main() -> None:
     """From a Jupyter notebook to a production model service.
 
     Exit codes: 0 success, 1 the job ran and found a problem, 2 an error (bad input,
-    failed notebook, unreachable store).
+    unreachable store); run/reproduce/sweep list their own codes for a failed notebook.
     """
 
 
@@ -78,6 +78,30 @@ def demo(folder: Path | None) -> None:
         models.add_row(mv["name"], str(mv["version"]), mv["tags"].get("nb2prod.run_id", ""), digests)
     console.print(models)
     console.print(f"Executed notebook: {report.notebook}")
+
+    from nb2prod.demo import run_rerun_demo
+
+    with console.status("nb2prod run with C=0.5, then nb2prod reproduce of the first run..."):
+        again = run_rerun_demo(report)
+    rerun = again.rerun
+    console.print(
+        f"[bold]nb2prod run[/bold] -p C 0.5: run {rerun.run_id} {rerun.status}, "
+        + ", ".join(
+            f"{k}={_format_value(v)}" for k, v in sorted(rerun.metrics.items()) if k.startswith("test_")
+        )
+        + "".join(f", registered {n} version {v}" for n, v in rerun.registered.items())
+    )
+    verdict = again.reproduction
+    checks = Table(title=f"nb2prod reproduce {report.run_id}")
+    for column in ("check", "name", "ok", "detail"):
+        checks.add_column(column)
+    for finding in verdict.findings:
+        checks.add_row(finding.check, finding.name, "yes" if finding.ok else "NO", finding.detail)
+    console.print(checks)
+    word = "REPRODUCED" if verdict.reproduced else "NOT REPRODUCED"
+    console.print(
+        f"[bold]{word}[/bold]: run {verdict.run.run_id} re-executed the notebook of {report.run_id}"
+    )
     _demo_serve(console, report.project)
 
 
@@ -141,6 +165,361 @@ def serve_cmd(name: str, port: int, host: str) -> None:
     click.echo(f"serving {cmd.tag} on http://{host}:{port} (predictions logged to {cmd.prediction_store})")
     sys.stdout.flush()
     os.execvpe(cmd.argv[0], cmd.argv, cmd.env)
+
+
+# --------------------------------------------------------------------------- run, reproduce, sweep
+
+_FAILURE_EXIT = {"cell": 3, "dead_kernel": 4, "timeout": 5, "runner": 3, "interrupted": 130}
+
+_RUN_EXIT_CODES = """\b
+Exit codes:
+  0    the notebook ran to the end; its models were registered
+  2    nothing ran: bad parameter, unknown run, --strict refused, store unreachable
+  3    a cell raised (SystemExit with a non-zero code included)
+  4    the kernel died (os._exit, out of memory, a native crash)
+  5    a cell ran past --timeout
+  130  interrupted (Ctrl-C)
+On 3, 4, 5 and 130 the MLflow run is marked FAILED, the partial executed notebook is
+kept as its artifact, and no model version is registered."""
+
+
+def _echo_preflight(check: object) -> None:
+    from nb2prod.execute import Preflight
+
+    assert isinstance(check, Preflight)
+    if check.against_run_id is None:
+        click.echo("\npre-flight: no earlier finished run of this notebook to compare with", err=True)
+        return
+    if check.diff is None:
+        click.echo(f"\npre-flight: run {check.against_run_id} recorded no environment", err=True)
+        return
+    lines = check.diff.summary()
+    if not lines:
+        click.echo(f"\npre-flight: environment identical to run {check.against_run_id}", err=True)
+        return
+    click.echo(
+        f"\npre-flight: environment vs run {check.against_run_id} ({len(lines)} differences)", err=True
+    )
+    shown = [line for line in lines if "[imported]" in line or line.startswith(("Python", "git"))]
+    shown += [line for line in lines if line not in shown][: max(0, 8 - len(shown))]
+    for line in shown:
+        click.echo(f"  {line}", err=True)
+    if len(lines) > len(shown):
+        click.echo(f"  ... and {len(lines) - len(shown)} more (nb2prod/preflight_diff.json)", err=True)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _echo_run(result: object) -> None:
+    from nb2prod.execute import RunResult
+
+    assert isinstance(result, RunResult)
+    click.echo(
+        f"run {result.run_id} {result.status} in {result.seconds:.1f} s (experiment {result.experiment})"
+    )
+    if result.parameters:
+        click.echo("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in result.parameters.items()))
+    if result.metrics:
+        click.echo(
+            "  metrics: " + ", ".join(f"{k}={_format_value(v)}" for k, v in sorted(result.metrics.items()))
+        )
+    for name, digest in sorted(result.data_digests.items()):
+        click.echo(f"  data {name}: {digest}")
+    for name, version in sorted(result.registered.items()):
+        click.echo(f"  registered: {name} version {version}")
+    if result.preflight.against_run_id:
+        click.echo(f"  re-executes: {result.preflight.against_run_id}")
+    if result.executed_path:
+        click.echo(f"  executed notebook: {result.executed_path}")
+
+
+def _collect_params(
+    params: tuple[tuple[str, str], ...], params_file: Path | None
+) -> tuple[dict[str, object], list[str]]:
+    from nb2prod.execute import load_params_file
+
+    values: dict[str, object] = dict(load_params_file(params_file)) if params_file else {}
+    texts = []
+    for name, value in params:
+        values[name] = value
+        texts.append(name)
+    return values, texts
+
+
+_notebook_arg = click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+_params_opt = click.option(
+    "-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE", help="A parameter (repeat)."
+)
+_file_opt = click.option(
+    "-f",
+    "--params-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML file of parameters (-p wins).",
+)
+_timeout_opt = click.option("--timeout", type=click.IntRange(min=1), help="Seconds a single cell may run.")
+_kernel_opt = click.option("--kernel", help="Kernel name (default: the notebook's).")
+_experiment_opt = click.option(
+    "--experiment", help="MLflow experiment (default: the notebook's 'experiment' parameter, else settings)."
+)
+
+
+@main.command(epilog=_RUN_EXIT_CODES)
+@_notebook_arg
+@_params_opt
+@_file_opt
+@_experiment_opt
+@_timeout_opt
+@_kernel_opt
+@click.option(
+    "--against", metavar="RUN_ID", help="Compare the environment with this run (default: the last one)."
+)
+@click.option("--strict", is_flag=True, help="Refuse to run when a package the notebook imported differs.")
+@click.option("--no-progress", is_flag=True, help="No per-cell progress bar.")
+def run(
+    notebook: Path,
+    params: tuple[tuple[str, str], ...],
+    params_file: Path | None,
+    experiment: str | None,
+    timeout: int | None,
+    kernel: str | None,
+    against: str | None,
+    strict: bool,
+    no_progress: bool,
+) -> None:
+    """Execute NOTEBOOK with papermill in a fresh kernel as a tracked MLflow run.
+
+    Parameters are checked against the notebook's 'parameters' cell and typed like its
+    defaults before anything runs.
+    """
+    from nb2prod.execute import check_parameters, run_notebook
+
+    values, texts = _collect_params(params, params_file)
+    typed = check_parameters(notebook, values, from_text=texts)
+    try:
+        result = run_notebook(
+            notebook,
+            typed,
+            experiment=experiment,
+            timeout=timeout,
+            kernel=kernel,
+            against=against,
+            strict=strict,
+            progress=not no_progress,
+            on_preflight=_echo_preflight,
+            params_checked=True,
+        )
+    except KeyboardInterrupt:
+        click.echo("nb2prod: interrupted before the run was recorded", err=True)
+        sys.exit(130)
+    _echo_run(result)
+    if result.error is not None:
+        extra = f"\n  run {result.run_id} marked FAILED; nothing registered"
+        if result.executed_path:
+            extra += f"; partial executed notebook: {result.executed_path}"
+        click.echo(f"nb2prod: error: {result.error}{extra}", err=True)
+        sys.exit(_FAILURE_EXIT.get(result.error.kind, 3))
+
+
+_REPRODUCE_EXIT_CODES = """\b
+Exit codes:
+  0    reproduced: same imported packages and Python, notebook, data digests,
+       metrics within --rtol, and model predictions on the recorded input example
+  1    not reproduced (the reasons are listed)
+  2    nothing ran: unknown run, no notebook snapshot, store unreachable
+  3-5  the re-execution failed (as for nb2prod run); 130 interrupted"""
+
+
+@main.command(epilog=_REPRODUCE_EXIT_CODES)
+@click.argument("run_id")
+@click.option(
+    "--rtol",
+    type=float,
+    default=1e-7,
+    show_default=True,
+    help="Relative tolerance for metrics and predictions.",
+)
+@_timeout_opt
+@_kernel_opt
+@click.option("--no-progress", is_flag=True, help="No per-cell progress bar.")
+def reproduce(run_id: str, rtol: float, timeout: int | None, kernel: str | None, no_progress: bool) -> None:
+    """Re-run the notebook snapshot of RUN_ID with its parameters and say whether it reproduced."""
+    from nb2prod.execute import reproduce as reproduce_run
+
+    try:
+        verdict = reproduce_run(
+            run_id,
+            rtol=rtol,
+            timeout=timeout,
+            kernel=kernel,
+            progress=not no_progress,
+            on_preflight=_echo_preflight,
+        )
+    except KeyboardInterrupt:
+        click.echo("nb2prod: interrupted before the run was recorded", err=True)
+        sys.exit(130)
+    _echo_run(verdict.run)
+    for finding in verdict.findings:
+        mark = "ok  " if finding.ok else "DIFF"
+        values = ""
+        if finding.original is not None or finding.new is not None:
+            values = (
+                f" {finding.original} -> {finding.new}"
+                if finding.original != finding.new
+                else f" {finding.new}"
+            )
+        note = f" ({finding.detail})" if finding.detail else ""
+        click.echo(f"  {mark} {finding.check:<11} {finding.name}{values}{note}")
+    if verdict.run.error is not None:
+        click.echo(f"nb2prod: error: {verdict.run.error}", err=True)
+        sys.exit(_FAILURE_EXIT.get(verdict.run.error.kind, 3))
+    if verdict.reproduced:
+        click.echo(f"REPRODUCED: run {verdict.run.run_id} reproduces {run_id}")
+        return
+    click.echo(
+        f"NOT REPRODUCED: {len(verdict.reasons)} difference(s) between {run_id} and {verdict.run.run_id}"
+    )
+    sys.exit(1)
+
+
+_SWEEP_EXIT_CODES = """\b
+Exit codes:
+  0    every run of the grid finished
+  1    some runs failed (listed; the others ran to the end)
+  2    nothing ran: bad parameter, scheduler unreachable, SQLite store with remote workers"""
+
+
+@main.command(epilog=_SWEEP_EXIT_CODES)
+@_notebook_arg
+@click.option(
+    "-p", "--param", "params", nargs=2, multiple=True, metavar="NAME V1,V2,...", help="A grid axis (repeat)."
+)
+@_file_opt
+@click.option(
+    "--jobs", type=click.IntRange(min=1), help="Local worker processes (default: the number of cores)."
+)
+@click.option(
+    "--scheduler", metavar="tcp://HOST:8786", help="Run each grid point as a task on this Dask cluster."
+)
+@click.option(
+    "--rank-by", metavar="METRIC", help="Metric to rank by (default: the first common test_* metric)."
+)
+@click.option(
+    "--ascending/--descending", default=None, help="Lower/higher is better (default: from the name)."
+)
+@_experiment_opt
+@_timeout_opt
+@_kernel_opt
+def sweep(
+    notebook: Path,
+    params: tuple[tuple[str, str], ...],
+    params_file: Path | None,
+    jobs: int | None,
+    scheduler: str | None,
+    rank_by: str | None,
+    ascending: bool | None,
+    experiment: str | None,
+    timeout: int | None,
+    kernel: str | None,
+) -> None:
+    """Run the grid of parameters over NOTEBOOK as child runs of one parent run.
+
+    With --scheduler the runs write to the same MLflow store from the Dask workers: use a
+    tracking server they reach. A local SQLite store only works when every worker runs on
+    this machine (a LocalCluster); nb2prod refuses it when a worker is elsewhere.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from nb2prod.execute import load_params_file
+    from nb2prod.execute import sweep as run_sweep
+
+    if not params:
+        raise UsageError("give at least one grid axis", hint="e.g. -p C 0.1,1,10 -p penalty l1,l2")
+    fixed = load_params_file(params_file) if params_file else {}
+    grid = dict(params)
+    console = Console(stderr=True)
+    if scheduler:
+        from nb2prod.config import load_settings
+
+        settings = load_settings()
+        if settings.is_local_store:
+            console.print(
+                f"note: the tracking store is a local SQLite file ({settings.tracking_uri}). Dask workers on "
+                "this machine (a LocalCluster) can write to it; workers on other machines cannot: for a real "
+                "cluster set MLFLOW_TRACKING_URI to an MLflow server they reach."
+            )
+    progress = Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    state: dict[str, object] = {}
+
+    def started(total: int, parent: str) -> None:
+        state["task"] = progress.add_task("runs", total=total, note=f"parent run {parent}")
+        progress.start()
+
+    def finished(result: object) -> None:
+        from nb2prod.execute import RunResult
+
+        assert isinstance(result, RunResult)
+        note = "ok" if result.ok else f"FAILED {result.parameters}"
+        progress.update(state["task"], advance=1, note=note)  # type: ignore[arg-type]
+
+    try:
+        summary = run_sweep(
+            notebook,
+            grid,
+            fixed=fixed,
+            jobs=jobs,
+            scheduler=scheduler,
+            rank_by=rank_by,
+            ascending=ascending,
+            experiment=experiment,
+            timeout=timeout,
+            kernel=kernel,
+            on_start=started,
+            on_result=finished,
+        )
+    finally:
+        progress.stop()
+    out = Console()
+    metric = summary.rank_by
+    title = f"sweep {summary.parent_run_id}: {len(summary.runs)} runs on {summary.where} in {summary.seconds:.1f} s"
+    table = Table(title=title)
+    table.add_column("#")
+    for name in grid:
+        table.add_column(name)
+    table.add_column(
+        f"{metric} ({'lower' if summary.ascending else 'higher'} is better)" if metric else "metric"
+    )
+    table.add_column("status")
+    table.add_column("run")
+    for rank_no, result in enumerate(summary.runs, 1):
+        value = _format_value(result.metrics[metric]) if metric and metric in result.metrics else "-"
+        where = result.error.cell_index if result.error is not None else None
+        status = result.status if result.ok else "FAILED" + (f" (cell {where})" if where is not None else "")
+        table.add_row(
+            str(rank_no) if result.ok else "-",
+            *[_format_value(result.parameters.get(n)) for n in grid],
+            value,
+            status,
+            result.run_id or "-",
+        )
+    out.print(table)
+    for result in summary.failed:
+        params = ", ".join(f"{k}={_format_value(v)}" for k, v in result.parameters.items() if k in grid)
+        click.echo(f"FAILED {params}: {result.error.message if result.error else 'unknown error'}")
+    if summary.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -273,3 +273,22 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
         metadata=metadata,
         drift=drift,
     )
+
+
+@dataclass
+class RerunReport:
+    """The re-execution part of the demo: a new parameter, then a reproduction of the first run."""
+
+    rerun: Any  # nb2prod.execute.RunResult
+    reproduction: Any  # nb2prod.execute.Reproduction
+
+
+def run_rerun_demo(report: DemoReport, *, parameter: str = "C", value: float = 0.5) -> RerunReport:
+    """Re-run the demo's notebook with ``parameter=value`` (``nb2prod run``), then reproduce its first run."""
+    from nb2prod.config import load_settings
+    from nb2prod.execute import reproduce, run_notebook
+
+    settings = load_settings(report.project, tracking_uri=report.tracking_uri)
+    rerun = run_notebook(report.notebook, {parameter: value}, settings=settings, progress=False)
+    reproduction = reproduce(report.run_id, settings=settings, progress=False)
+    return RerunReport(rerun=rerun, reproduction=reproduction)

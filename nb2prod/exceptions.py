@@ -81,3 +81,97 @@ class ExportError(Nb2ProdError):
 
 class ServeError(Nb2ProdError):
     """A built Bento cannot be served (none built yet, server failed to start)."""
+
+
+class ParameterError(UsageError):
+    """A notebook parameter is unknown, or its value does not fit the declared default.
+
+    Attributes:
+        name: The parameter concerned (None when the notebook has no ``parameters`` cell).
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.name = name
+
+
+class PreflightError(UsageError):
+    """A re-execution was refused before any cell ran (e.g. ``--strict`` and a changed package)."""
+
+
+class ExecutionError(Nb2ProdError):
+    """A notebook run by nb2prod failed.
+
+    Attributes:
+        kind: ``"cell"`` (a cell raised, SystemExit non-zero included), ``"dead_kernel"``,
+            ``"timeout"`` or ``"interrupted"`` (the runner got KeyboardInterrupt).
+        cell_index: Index of the failing cell in the source notebook (None when unknown).
+        executed_index: Index of that cell in the executed notebook (with papermill's injected cell).
+        exec_count: Its execution count.
+        ename: Exception class name raised in the cell (or the runner's failure type).
+        evalue: Its message.
+        run_id: The MLflow run that was marked FAILED.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        cell_index: int | None = None,
+        executed_index: int | None = None,
+        exec_count: int | None = None,
+        ename: str = "",
+        evalue: str = "",
+        run_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.cell_index = cell_index
+        self.executed_index = executed_index
+        self.exec_count = exec_count
+        self.ename = ename
+        self.evalue = evalue
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable with its keyword-only facts (sweep results cross process boundaries).
+        return (
+            _rebuild_execution_error,
+            (
+                self.message,
+                self.kind,
+                self.cell_index,
+                self.executed_index,
+                self.exec_count,
+                self.ename,
+                self.evalue,
+                self.run_id,
+                self.hint,
+            ),
+        )
+
+
+def _rebuild_execution_error(
+    message: str,
+    kind: str,
+    cell_index: int | None,
+    executed_index: int | None,
+    exec_count: int | None,
+    ename: str,
+    evalue: str,
+    run_id: str | None,
+    hint: str | None,
+) -> ExecutionError:
+    return ExecutionError(
+        message,
+        kind=kind,
+        cell_index=cell_index,
+        executed_index=executed_index,
+        exec_count=exec_count,
+        ename=ename,
+        evalue=evalue,
+        run_id=run_id,
+        hint=hint,
+    )

@@ -51,6 +51,7 @@ def test_demo_runs_the_loop_and_prints_what_was_captured(tmp_path: Path) -> None
     out = proc.stdout
     assert "Registered models" in out and "breast-cancer" in out
     assert "xxh3_128:" in out and "scikit-learn==" in out
+    assert "REPRODUCED: run" in out and "NOT REPRODUCED" not in out
     assert (folder / ".nb2prod" / "mlflow.db").exists()
     # the demo ends by exporting, serving and calling the model
     assert "Bento breast-cancer:v1-" in out and "a bad request got 422" in out

@@ -1,0 +1,157 @@
+"""Re-execution benchmark: `nb2prod run` vs plain `papermill`, and a sweep on 2 workers vs sequential.
+
+Usage: .venv/bin/python bench/bench_run.py [--repeat 5] [--sweep-runs 8] [--skip-sweep]
+
+Whole-process wall time of each command (what a user waits for), in a fresh temp project on
+its own SQLite store. The two commands alternate so that load from other processes hits both
+alike; the median of the repeats is reported.
+
+Targets (issue "Reproducible re-execution with papermill"): median ratio run/papermill <= 1.15;
+sweep of 8 runs on 2 workers at least 1.7x faster than the same 8 runs sequentially.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+PLAIN = [
+    ("C = 1.0\nseed = 0", ["parameters"]),
+    "from sklearn.datasets import load_breast_cancer\n"
+    "from sklearn.linear_model import LogisticRegression\n"
+    "from sklearn.model_selection import train_test_split\n"
+    "X, y = load_breast_cancer(return_X_y=True)\n"
+    "X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=seed)",
+    "clf = LogisticRegression(C=C, max_iter=5000).fit(X_train, y_train)\nscore = clf.score(X_test, y_test)\nscore",
+]
+CAPTURED = [
+    PLAIN[0],
+    "%load_ext nb2prod\n%nb2prod start bench",
+    *PLAIN[1:],
+    "import mlflow\nmlflow.log_metric('test_accuracy', score)",
+]
+
+
+def write_notebook(path: Path, cells: list[object]) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, item in enumerate(cells):
+        source, tags = item if isinstance(item, tuple) else (item, [])
+        cell = nbformat.v4.new_code_cell(source)
+        cell["id"] = f"cell-{i}"
+        if tags:
+            cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    nbformat.write(nb, str(path))
+    return path
+
+
+CPU: dict[str, float] = {}  # command label -> CPU seconds of the last call (process + kernels)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, label: str = "") -> float:
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    CPU[label] = _children_cpu() - cpu
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def project() -> tuple[Path, dict[str, str]]:
+    home = Path(tempfile.mkdtemp(prefix="nb2prod-bench-"))
+    (home / "pyproject.toml").write_text('[tool.nb2prod]\nexperiment = "bench"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NB2PROD_", "MLFLOW_"))}
+    env["NB2PROD_HOME"] = str(home)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    return home, env
+
+
+def bench_run(cells: list[object], label: str, repeat: int) -> tuple[str, float, float, float, float, float]:
+    home, env = project()
+    nb = write_notebook(home / "bench.ipynb", cells)
+    run_cmd = [str(BIN / "nb2prod"), "run", str(nb), "-p", "C", "0.5", "--no-progress"]
+    pm_cmd = [str(BIN / "papermill"), str(nb), str(home / "out.ipynb"), "-p", "C", "0.5", "--no-progress-bar"]
+    timed(run_cmd, env, home)  # warm-up: store migrations, page cache
+    timed(pm_cmd, env, home)
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+    for _ in range(repeat):
+        ours.append(timed(run_cmd, env, home, "run"))
+        ours_cpu.append(CPU["run"])
+        theirs.append(timed(pm_cmd, env, home, "papermill"))
+        theirs_cpu.append(CPU["papermill"])
+    shutil.rmtree(home, ignore_errors=True)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return label, a, b, a / b, statistics.median(ours_cpu), statistics.median(theirs_cpu)
+
+
+def bench_sweep(runs: int) -> tuple[float, float, float, float]:
+    home, env = project()
+    nb = write_notebook(home / "bench.ipynb", CAPTURED)
+    values = ",".join(str(0.1 * (i + 1))[:4] for i in range(runs))
+    base = [str(BIN / "nb2prod"), "sweep", str(nb), "-p", "C", values]
+    timed([str(BIN / "nb2prod"), "run", str(nb), "--no-progress"], env, home)  # warm-up
+    sequential = timed([*base, "--jobs", "1"], env, home, "seq")
+    parallel = timed([*base, "--jobs", "2"], env, home, "par")
+    shutil.rmtree(home, ignore_errors=True)
+    return sequential, parallel, CPU["seq"], CPU["par"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sweep-runs", type=int, default=8)
+    parser.add_argument("--skip-sweep", action="store_true")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+    rows = [
+        bench_run(PLAIN, "plain notebook (3 cells, no nb2prod inside)", args.repeat),
+        bench_run(CAPTURED, "notebook with %nb2prod start + mlflow metric", args.repeat),
+    ]
+    print()
+    print("| notebook | nb2prod run (s) | papermill (s) | ratio | target | CPU s run / papermill |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, a, b, ratio, cpu_a, cpu_b in rows:
+        verdict = "ok" if ratio <= 1.15 else "MISSED"
+        print(
+            f"| {label} | {a:.2f} | {b:.2f} | {ratio:.2f} | <= 1.15 {verdict} | {cpu_a:.1f} / {cpu_b:.1f} |"
+        )
+    if not args.skip_sweep:
+        seq, par, cpu_seq, cpu_par = bench_sweep(args.sweep_runs)
+        speedup = seq / par
+        print()
+        print("| sweep | sequential --jobs 1 (s) | --jobs 2 (s) | speed-up | target | cores busy seq / par |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        print(
+            f"| {args.sweep_runs} runs | {seq:.1f} | {par:.1f} | {speedup:.2f}x | >= 1.7x "
+            f"{'ok' if speedup >= 1.7 else 'MISSED'} | {cpu_seq / seq:.2f} / {cpu_par / par:.2f} |"
+        )
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()

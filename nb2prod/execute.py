@@ -1,0 +1,1745 @@
+"""Re-execution with papermill: ``run``, ``reproduce`` and ``sweep`` as tracked MLflow runs.
+
+The pure core behind ``nb2prod run|reproduce|sweep``: functions return dataclasses and raise
+:mod:`nb2prod.exceptions` errors; nothing here formats for a terminal or imports click.
+
+How a run talks to the capture inside the notebook: the runner opens the MLflow run itself and
+starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that run),
+``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
+every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
+in wall time, ``import mlflow`` and the store round trips happen in a thread while the kernel
+starts; the run id reaches the kernel just before its first cell (see :class:`_Nb2ProdEngine`).
+
+papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import itertools
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nb2prod.config import Settings, load_settings
+from nb2prod.exceptions import (
+    ExecutionError,
+    Nb2ProdError,
+    ParameterError,
+    PreflightError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from nb2prod.capture.environment import EnvironmentDiff, EnvironmentSnapshot
+
+# Tags and artifacts a runner writes.
+TAG_KIND = "nb2prod.kind"
+TAG_REEXECUTES = "nb2prod.reexecutes"
+TAG_REPRODUCES = "nb2prod.reproduces"
+TAG_SOURCE_DIGEST = "nb2prod.source_digest"
+TAG_FAILURE = "nb2prod.failure"
+TAG_PARENT = "mlflow.parentRunId"
+SOURCE_ARTIFACT = "notebook/source.ipynb"
+EXECUTED_ARTIFACT = "notebook/executed.ipynb"
+HTML_ARTIFACT = "notebook/executed.html"
+PARAMS_ARTIFACT = "nb2prod/params.json"
+PREFLIGHT_ARTIFACT = "nb2prod/preflight_diff.json"
+REPRODUCTION_ARTIFACT = "nb2prod/reproduction.json"
+SWEEP_ARTIFACT = "nb2prod/sweep.json"
+
+ENGINE_NAME = "nb2prod"
+DASK_CONNECT_TIMEOUT = 10
+"""Seconds to wait for a Dask scheduler before giving up."""
+_LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "mape")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter declared in a notebook's ``parameters`` cell.
+
+    Attributes:
+        name: Variable name.
+        type_name: Annotated type, else the type of the default (``"float"``, ``"str"``...), else ``"None"``.
+        default: The default as written in the cell.
+        help: The trailing comment, if any.
+    """
+
+    name: str
+    type_name: str
+    default: str
+    help: str = ""
+
+
+_inspected: dict[tuple[str, int, int], list[ParameterSpec] | None] = {}
+
+
+def inspect_parameters(notebook: str | Path) -> list[ParameterSpec] | None:
+    """The parameters a notebook declares; None when it has no cell tagged ``parameters``.
+
+    Raises:
+        UsageError: the notebook is missing or unreadable.
+    """
+    path = _notebook_file(notebook)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _inspected:
+        _inspected[key] = _inspect(path)
+    specs = _inspected[key]
+    return None if specs is None else list(specs)
+
+
+def _inspect(path: Path) -> list[ParameterSpec] | None:
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        return None
+    import papermill
+
+    specs = []
+    for name, raw in papermill.inspect_notebook(str(path)).items():
+        type_name = str(raw.get("inferred_type_name") or "None")
+        default = str(raw.get("default") or "")
+        if type_name == "None":
+            value = _literal(default)
+            if value is not _NO_VALUE and value is not None:
+                type_name = type(value).__name__
+        specs.append(ParameterSpec(name, type_name, default, str(raw.get("help") or "")))
+    return specs
+
+
+_NO_VALUE = object()
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NO_VALUE
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(spec: ParameterSpec, value: Any, from_text: bool) -> Any:
+    """Give ``value`` the type of the parameter's default (a float default gets a float)."""
+    kind = spec.type_name
+    bad = ParameterError(
+        f"parameter '{spec.name}' expects {kind} (default {spec.default}), got {value!r}",
+        name=spec.name,
+        hint=f"pass a {kind} value, e.g. -p {spec.name} {spec.default}",
+    )
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        low = str(value).strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise bad
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer() and not from_text:
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise bad from None
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad
+        try:
+            result = float(value) if not isinstance(value, str) else float(value.strip())
+        except (TypeError, ValueError):
+            raise bad from None
+        return result
+    if kind == "str":
+        return value if isinstance(value, str) else str(value)
+    if from_text and isinstance(value, str):
+        # No typed default (None, lists, dicts...): read the text as YAML, like papermill -y.
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def check_parameters(
+    notebook: str | Path, given: Mapping[str, Any], *, from_text: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Check parameters against the notebook's ``parameters`` cell and type them like the defaults.
+
+    Args:
+        notebook: The source notebook.
+        given: Name -> value.
+        from_text: Names whose value is command-line text (typed from the default; other values,
+            e.g. from a YAML file, are already typed and only converted where the default asks).
+
+    Raises:
+        ParameterError: unknown name (the valid ones and the nearest are named), parameters for a
+            notebook without a ``parameters`` cell, or a value that does not fit its default.
+    """
+    if not given:
+        return {}
+    specs = inspect_parameters(notebook)
+    path = _notebook_file(notebook)
+    if specs is None:
+        raise ParameterError(
+            f"{path.name} has no cell tagged 'parameters', so {', '.join(sorted(given))} cannot be set",
+            hint="tag the cell that holds the defaults with 'parameters' (Jupyter: View > Cell Toolbar > Tags)",
+        )
+    by_name = {s.name: s for s in specs}
+    texts = set(from_text)
+    typed: dict[str, Any] = {}
+    for name, value in given.items():
+        spec = by_name.get(name)
+        if spec is None:
+            valid = ", ".join(sorted(by_name)) or "(none)"
+            near = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.5)
+            hint = (
+                f"did you mean '{near[0]}'? valid parameters: {valid}"
+                if near
+                else f"valid parameters: {valid}"
+            )
+            raise ParameterError(f"{path.name} has no parameter '{name}'", name=name, hint=hint)
+        typed[name] = _coerce(spec, value, name in texts)
+    return typed
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Parameters from a YAML (or JSON) mapping file.
+
+    Raises:
+        ParameterError: not a mapping of names to values.
+    """
+    import yaml
+
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(f"cannot read parameters file {file}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ParameterError(
+            f"parameters file {file} must be a mapping of names to values", hint="e.g. 'C: 0.5'"
+        )
+    return data
+
+
+def _notebook_file(notebook: str | Path) -> Path:
+    path = Path(notebook).expanduser()
+    if not path.is_file():
+        raise UsageError(f"notebook not found: {path}", hint="pass the path of an existing .ipynb file")
+    if path.suffix != ".ipynb":
+        raise UsageError(f"{path} is not a notebook (.ipynb)", hint="pass the path of an .ipynb file")
+    return path.resolve()
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The environment check before a re-execution.
+
+    Attributes:
+        against_run_id: The run whose ``environment.json`` was compared (None: nothing to compare).
+        diff: Differences from that run's environment to the current one.
+        blocking: Differences that ``--strict`` refuses: imported packages and Python.
+    """
+
+    against_run_id: str | None
+    diff: EnvironmentDiff | None
+    blocking: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "against_run_id": self.against_run_id,
+            "diff": self.diff.to_dict() if self.diff else None,
+            "blocking": list(self.blocking),
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One re-execution of a notebook.
+
+    Attributes:
+        run_id: The MLflow run (None only when it could not be opened).
+        experiment: Experiment name.
+        status: ``FINISHED`` or ``FAILED``.
+        notebook: The source notebook key (its path).
+        parameters: The typed parameters injected.
+        seconds: Wall time of the execution.
+        executed_path: Local copy of the executed notebook (partial when the run failed).
+        preflight: The environment check.
+        error: Why it failed (None when it finished).
+        registered: Model name -> registered version.
+        metrics: Final metrics of the run.
+        data_digests: Dataset name -> digest recorded by the notebook's captures.
+        parent_run_id: The sweep run this run belongs to.
+    """
+
+    run_id: str | None
+    experiment: str
+    status: str
+    notebook: str
+    parameters: dict[str, Any]
+    seconds: float
+    executed_path: Path | None
+    preflight: Preflight
+    error: ExecutionError | None = None
+    registered: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_digests: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == "FINISHED"
+
+    def raise_for_failure(self) -> None:
+        """Raise the :class:`ExecutionError` of a failed run."""
+        if self.error is not None:
+            raise self.error
+
+
+# --------------------------------------------------------------------------- the papermill engine
+
+
+class _Gate:
+    """Hands the run id from the store thread to the engine, just before the first cell runs."""
+
+    def __init__(self, future: Future[tuple[str, Preflight]], on_ready: Callable[[Preflight], None] | None):
+        self.future = future
+        self.on_ready = on_ready
+        self.run_id: str | None = None
+        self.cell_index: int | None = None  # index in the executed notebook of the cell running now
+
+    def wait(self) -> dict[str, str]:
+        run_id, preflight = self.future.result()
+        self.run_id = run_id
+        if self.on_ready is not None:
+            self.on_ready(preflight)
+        return {"NB2PROD_RUN_ID": run_id}
+
+
+_engine_lock = threading.Lock()
+_engine_registered = False
+
+
+def _register_engine() -> None:
+    """Register the ``nb2prod`` papermill engine (papermill's nbclient engine plus the gate)."""
+    global _engine_registered
+    with _engine_lock:
+        if _engine_registered:
+            return
+        from papermill.clientwrap import PapermillNotebookClient
+        from papermill.engines import NBClientEngine, papermill_engines
+        from papermill.utils import merge_kwargs, remove_args
+
+        class _Client(PapermillNotebookClient):  # type: ignore[misc]
+            def __init__(self, nb_man: Any, gate: _Gate, kernel_env: dict[str, str], **kw: Any) -> None:
+                super().__init__(nb_man, **kw)
+                self._gate = gate
+                self._kernel_env = kernel_env
+
+            def execute(self, **kwargs: Any) -> Any:
+                return super().execute(env=self._kernel_env, **kwargs)
+
+            def papermill_execute_cells(self) -> None:
+                late = self._gate.wait()
+                code = f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
+                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+                if reply is None or reply["content"]["status"] != "ok":
+                    raise RuntimeError("could not hand the MLflow run id to the kernel")
+                super().papermill_execute_cells()
+
+            def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
+                self._gate.cell_index = cell_index
+                return super().execute_cell(cell, cell_index, *args, **kwargs)
+
+        class _Engine(NBClientEngine):  # type: ignore[misc]
+            @classmethod
+            def execute_managed_notebook(  # type: ignore[override]
+                cls,
+                nb_man: Any,
+                kernel_name: str,
+                log_output: bool = False,
+                stdout_file: Any = None,
+                stderr_file: Any = None,
+                start_timeout: int = 60,
+                execution_timeout: int | None = None,
+                nb2prod_gate: _Gate | None = None,
+                nb2prod_env: dict[str, str] | None = None,
+                **kwargs: Any,
+            ) -> Any:
+                kwargs = remove_args(["input_path"], **kwargs)
+                safe = remove_args(["timeout", "startup_timeout"], **kwargs)
+                final = merge_kwargs(
+                    safe,
+                    timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+                    startup_timeout=start_timeout,
+                    kernel_name=kernel_name,
+                    log=__import__("papermill.log", fromlist=["logger"]).logger,
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                )
+                assert nb2prod_gate is not None and nb2prod_env is not None
+                return _Client(nb_man, nb2prod_gate, nb2prod_env, **final).execute()
+
+        papermill_engines.register(ENGINE_NAME, _Engine)
+        _engine_registered = True
+
+
+# --------------------------------------------------------------------------- run
+
+
+_RUNNER_VARS = (
+    "NB2PROD_RUN_ID",
+    "NB2PROD_DEFER_REGISTRATION",
+    "NB2PROD_STRICT",
+    "NB2PROD_NOTEBOOK",
+    "NB2PROD_HOME",
+    "NB2PROD_EXPERIMENT",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+)
+
+
+def _kernel_env(settings: Settings, notebook: Path, experiment: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS}
+    env.update(
+        NB2PROD_DEFER_REGISTRATION="1",
+        NB2PROD_STRICT="1",
+        NB2PROD_NOTEBOOK=str(notebook),
+        NB2PROD_HOME=str(settings.home),
+        NB2PROD_EXPERIMENT=experiment,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+    )
+    return env
+
+
+def _params_for_mlflow(params: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[key] = text[:6000]
+    return out
+
+
+def current_environment(notebook: Path) -> EnvironmentSnapshot:
+    """The environment a re-execution would run in (this interpreter, the notebook's imports)."""
+    from nb2prod.capture import environment
+
+    return environment.snapshot(notebook_path=notebook)
+
+
+def preflight(
+    client: MlflowClient,
+    experiment_id: str | None,
+    notebook_key: str,
+    current: EnvironmentSnapshot,
+    against: str | None = None,
+) -> Preflight:
+    """Compare ``current`` with the environment of ``against`` or of the notebook's last recorded run.
+
+    Raises:
+        UsageError: ``against`` is not a run with a recorded environment.
+    """
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    baseline = against
+    if baseline is None and experiment_id is not None:
+        baseline = _last_recorded_run(client, notebook_key)
+    if baseline is None:
+        return Preflight(None, None)
+    old = tracking.load_json_artifact(client, baseline, tracking.ENVIRONMENT_JSON)
+    if old is None:
+        if against is not None:
+            raise UsageError(
+                f"run {against} has no recorded environment ({tracking.ENVIRONMENT_JSON})",
+                hint="pass --against a run made by %nb2prod start or nb2prod run",
+            )
+        return Preflight(baseline, None)
+    diff = environment.diff(environment.EnvironmentSnapshot.from_dict(old), current)
+    blocking = [c.line() for c in diff.imported_changed]
+    if diff.python:
+        blocking.insert(0, f"Python {diff.python[0]} → {diff.python[1]}")
+    return Preflight(baseline, diff, blocking)
+
+
+def _last_recorded_run(client: MlflowClient, notebook_key: str) -> str | None:
+    from nb2prod import tracking
+
+    escaped = notebook_key.replace("'", "\\'")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{tracking.TAG_NOTEBOOK}` = '{escaped}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _failure(exc: BaseException, gate: _Gate, executed: Any, source_ids: list[str | None]) -> ExecutionError:
+    """One :class:`ExecutionError` for whatever papermill, nbclient or the user raised."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    index = gate.cell_index
+    ename, evalue = type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, PapermillExecutionError):
+        kind, index, ename, evalue = "cell", exc.cell_index, exc.ename, exc.evalue
+    elif isinstance(exc, CellTimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, DeadKernelError):
+        kind = "dead_kernel"
+    elif isinstance(exc, KeyboardInterrupt):
+        kind, evalue = "interrupted", "the runner was interrupted (Ctrl-C)"
+    else:
+        kind = "runner"
+    exec_count = None
+    source_index = None
+    # papermill inserted error markdown cells after the run; indices refer to the notebook without them.
+    cells = [] if executed is None else [c for c in executed.cells if _ERROR_TAG not in _tags(c)]
+    if index is not None and index < len(cells):
+        exec_count = cells[index].get("execution_count")
+        source_index = _source_index(cells, index, source_ids)
+    where = f"cell {source_index}" if source_index is not None else "before the first cell"
+    if exec_count:
+        where += f" (execution count {exec_count})"
+    what = {
+        "cell": f"{ename}: {evalue}" if evalue else ename,
+        "timeout": f"the cell ran past the timeout ({evalue})",
+        "dead_kernel": f"the kernel died ({evalue or 'no reply'})",
+        "interrupted": evalue,
+        "runner": f"{ename}: {evalue}",
+    }[kind]
+    hints = {
+        "cell": "open the executed notebook artifact to see the traceback",
+        "timeout": "raise --timeout, or make the cell faster",
+        "dead_kernel": "the process exited (os._exit, out of memory, a crash in native code)",
+        "interrupted": None,
+        "runner": None,
+    }
+    return ExecutionError(
+        f"the notebook failed in {where}: {what}",
+        kind=kind,
+        cell_index=source_index,
+        executed_index=index,
+        exec_count=exec_count,
+        ename=ename,
+        evalue=evalue,
+        hint=hints[kind],
+    )
+
+
+_ERROR_TAG = "papermill-error-cell-tag"
+
+
+def _tags(cell: Any) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _source_index(cells: list[Any], index: int, source_ids: list[str | None]) -> int:
+    """Index in the source notebook of executed cell ``index`` (by cell id, else by position)."""
+    cell_id = cells[index].get("id")
+    if cell_id and cell_id in source_ids:
+        return source_ids.index(cell_id)
+    position = index - sum(1 for c in cells[:index] if "injected-parameters" in _tags(c))
+    # papermill dropped the source's old error markers before running: skip them when counting.
+    kept = [i for i, cid in enumerate(source_ids) if cid != _ERROR_TAG]
+    return kept[position] if position < len(kept) else position
+
+
+@dataclass
+class _Opened:
+    client: MlflowClient
+    run_id: str
+    experiment: str
+    preflight: Preflight
+
+
+def run_notebook(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    experiment: str | None = None,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    against: str | None = None,
+    strict: bool = False,
+    settings: Settings | None = None,
+    parent_run_id: str | None = None,
+    reexecutes: str | None = None,
+    notebook_key: str | None = None,
+    cwd: str | Path | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    progress: bool = True,
+    on_preflight: Callable[[Preflight], None] | None = None,
+    params_checked: bool = False,
+    register: bool = True,
+) -> RunResult:
+    """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
+
+    Args:
+        notebook: The source notebook.
+        parameters: Values for its ``parameters`` cell (checked and typed unless ``params_checked``).
+        experiment: MLflow experiment (default: the notebook's ``experiment`` parameter when it
+            has one, else the settings' experiment).
+        timeout: Seconds a single cell may run.
+        kernel: Kernel name (default: the notebook's).
+        against: Run whose environment the pre-flight check compares with (default: the
+            notebook's last finished run).
+        strict: Refuse to run when a package the notebook imported (or Python) differs.
+        settings: Resolved settings (default: :func:`~nb2prod.config.load_settings`).
+        parent_run_id: Make this a child run (sweeps).
+        reexecutes: The run this one re-executes (default: the pre-flight baseline).
+        notebook_key: Path recorded as the notebook (default: ``notebook``'s path).
+        cwd: Working directory of the kernel (default: the notebook's folder).
+        extra_tags: More run tags.
+        progress: Show papermill's per-cell progress bar.
+        on_preflight: Called with the pre-flight check before the first cell runs.
+        params_checked: ``parameters`` were checked by :func:`check_parameters` already.
+        register: Register the models the notebook captured once it succeeded (a reproduction
+            does not: it only checks).
+
+    Returns:
+        The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
+
+    Raises:
+        ParameterError: bad parameters (nothing ran). PreflightError: ``strict`` refused.
+        StoreError: the tracking store failed before the notebook ran.
+    """
+    source = _notebook_file(notebook)
+    params = dict(parameters or {})
+    if not params_checked:
+        params = check_parameters(source, params)
+    settings = settings or load_settings()
+    key = notebook_key or str(source)
+    exp_name = experiment or _experiment_default(source, params) or settings.experiment
+    workdir = Path(cwd) if cwd is not None else source.parent
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import papermill
+
+    _register_engine()
+    from nb2prod import tracking
+
+    tracking.check_reachable(settings)
+    opened: Future[tuple[str, Preflight]] = Future()
+    holder: dict[str, _Opened] = {}
+
+    def open_run() -> None:
+        try:
+            holder["run"] = _open_run(
+                settings,
+                source,
+                key,
+                exp_name,
+                params,
+                against,
+                strict,
+                parent_run_id,
+                reexecutes,
+                extra_tags,
+            )
+            opened.set_result((holder["run"].run_id, holder["run"].preflight))
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        if not strict:
+            _warm_html()
+
+    if strict:
+        open_run()  # --strict decides before the kernel starts.
+        opened.result()
+        threading.Thread(target=_warm_html, name="nb2prod-warm-html", daemon=True).start()
+    else:
+        threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
+
+    gate = _Gate(opened, on_preflight)
+    out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
+    output = out_dir / source.name
+    env = _kernel_env(settings, source, exp_name)
+    source_ids = _cell_ids(source)
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            engine_name=ENGINE_NAME,
+            kernel_name=kernel,
+            progress_bar=progress,
+            execution_timeout=timeout,
+            cwd=str(workdir),
+            nb2prod_gate=gate,
+            nb2prod_env=env,
+        )
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = exc
+    seconds = time.perf_counter() - started
+
+    # The run must exist before anything is recorded; a store failure here is the real error.
+    try:
+        opened.result()
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    run = holder["run"]
+    executed = _read_executed(output)
+    error = _failure(failure, gate, executed, source_ids) if failure is not None else None
+    return _finish(
+        run,
+        settings,
+        params,
+        key,
+        output if executed is not None else None,
+        executed,
+        error,
+        seconds,
+        parent_run_id,
+        register,
+    )
+
+
+def _warm_html() -> None:
+    """Import nbconvert and load its templates while the notebook runs (off the critical path)."""
+    with contextlib.suppress(Exception):
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        HTMLExporter().from_notebook_node(nbformat.v4.new_notebook())
+
+
+def _experiment_default(source: Path, params: Mapping[str, Any]) -> str | None:
+    """A notebook whose parameters name its experiment (``experiment = "..."``) keeps using it."""
+    if isinstance(params.get("experiment"), str):
+        return str(params["experiment"])
+    with contextlib.suppress(Exception):
+        for spec in inspect_parameters(source) or []:
+            if spec.name == "experiment":
+                value = _literal(spec.default)
+                if isinstance(value, str):
+                    return value
+    return None
+
+
+def _cell_ids(source: Path) -> list[str | None]:
+    """Cell ids of the source notebook; papermill's old error markers stand as ``_ERROR_TAG``."""
+    try:
+        nb = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [_ERROR_TAG if _ERROR_TAG in _tags(c) else c.get("id") for c in nb.get("cells", [])]
+
+
+def _read_executed(output: Path) -> Any:
+    import nbformat
+
+    if not output.is_file():
+        return None
+    try:
+        return nbformat.read(str(output), as_version=4)
+    except Exception:
+        return None
+
+
+def _open_run(
+    settings: Settings,
+    source: Path,
+    key: str,
+    exp_name: str,
+    params: Mapping[str, Any],
+    against: str | None,
+    strict: bool,
+    parent_run_id: str | None,
+    reexecutes: str | None,
+    extra_tags: Mapping[str, str] | None,
+) -> _Opened:
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    current = current_environment(source)
+    with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
+        client = tracking.client(settings)
+        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
+        check = preflight(client, experiment_id, key, current, against)
+        if strict and check.blocking:
+            raise PreflightError(
+                "--strict: the environment differs from run "
+                f"{check.against_run_id} in what the notebook imports: " + "; ".join(check.blocking),
+                hint="install the recorded versions (requirements.txt of that run), or drop --strict",
+            )
+        digest = environment.notebook_info(notebook_path=source)[0]
+        tags = {
+            TAG_KIND: "run",
+            tracking.TAG_NOTEBOOK: key,
+            "mlflow.source.name": key,
+            "mlflow.source.type": "NOTEBOOK",
+            TAG_SOURCE_DIGEST: digest.code_digest if digest else "",
+        }
+        link = reexecutes or check.against_run_id
+        if link:
+            tags[TAG_REEXECUTES] = link
+        if parent_run_id:
+            tags[TAG_PARENT] = parent_run_id
+        tags.update(extra_tags or {})
+        run = client.create_run(experiment_id, tags=tags)
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        client.log_batch(run_id, params=[Param(k, v) for k, v in _params_for_mlflow(params).items()])
+        tracking.log_json(client, run_id, dict(params), PARAMS_ARTIFACT)
+        _log_file_as(client, run_id, source, SOURCE_ARTIFACT)
+        if check.diff is not None:
+            tracking.log_json(client, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
+        # The runner's view of the environment; %nb2prod start in the notebook overwrites it with
+        # the kernel's own (which also knows what the cells imported at run time).
+        tracking.log_json(client, run_id, current.to_dict(), tracking.ENVIRONMENT_JSON)
+    return _Opened(client, run_id, exp_name, check)
+
+
+def _finish(
+    run: _Opened,
+    settings: Settings,
+    params: dict[str, Any],
+    key: str,
+    output: Path | None,
+    executed: Any,
+    error: ExecutionError | None,
+    seconds: float,
+    parent_run_id: str | None,
+    register: bool,
+) -> RunResult:
+    from nb2prod import registry, tracking
+
+    client, run_id = run.client, run.run_id
+    registered: dict[str, str] = {}
+    local_copy: Path | None = None
+    with tracking.store_call(
+        settings, what="recording the executed notebook", not_recorded="the run's outcome"
+    ):
+        # The kernel records the notebook it read; keep the source's key (a snapshot may have run).
+        client.set_tag(run_id, tracking.TAG_NOTEBOOK, key)
+        if output is not None:
+            _log_file_as(client, run_id, output, EXECUTED_ARTIFACT)
+            html = _html(executed)
+            if html is not None:
+                client.log_text(run_id, html, HTML_ARTIFACT)
+            local_copy = _keep_local(settings, run_id, output)
+        if error is None and register:
+            try:
+                registered = registry.register_candidates(client, run_id)
+            except Exception as exc:
+                error = ExecutionError(
+                    f"the notebook ran but registering its models failed ({type(exc).__name__}: {exc})",
+                    kind="runner",
+                    ename=type(exc).__name__,
+                    evalue=str(exc),
+                )
+        if error is not None:
+            error.run_id = run_id
+            client.set_tag(run_id, TAG_FAILURE, error.message[:5000])
+            client.set_tag(run_id, f"{TAG_FAILURE}.kind", error.kind)
+            client.set_terminated(run_id, status="FAILED")
+        else:
+            client.set_terminated(run_id, status="FINISHED")
+        data = client.get_run(run_id).data
+    prefix, suffix = "nb2prod.data.", ".digest"
+    digests = {
+        k[len(prefix) : -len(suffix)]: v
+        for k, v in data.tags.items()
+        if k.startswith(prefix) and k.endswith(suffix)
+    }
+    return RunResult(
+        run_id=run_id,
+        experiment=run.experiment,
+        status="FAILED" if error is not None else "FINISHED",
+        notebook=key,
+        parameters=params,
+        seconds=seconds,
+        executed_path=local_copy,
+        preflight=run.preflight,
+        error=error,
+        registered=registered,
+        metrics=dict(data.metrics),
+        data_digests=digests,
+        parent_run_id=parent_run_id,
+    )
+
+
+def _log_file_as(client: MlflowClient, run_id: str, file: Path, artifact: str) -> None:
+    """Log ``file`` under the artifact path ``artifact`` (its own name does not matter)."""
+    with tempfile.TemporaryDirectory(prefix="nb2prod-artifact-") as tmp:
+        copy = Path(tmp) / Path(artifact).name
+        shutil.copyfile(file, copy)
+        client.log_artifact(run_id, str(copy), artifact_path=str(Path(artifact).parent))
+
+
+def _keep_local(settings: Settings, run_id: str, output: Path) -> Path:
+    folder = settings.state_dir / "runs" / run_id
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "executed.ipynb"
+        shutil.copyfile(output, target)
+        shutil.rmtree(output.parent, ignore_errors=True)
+        return target
+    return output
+
+
+def _html(executed: Any) -> str | None:
+    if executed is None:
+        return None
+    try:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(executed)
+        return str(body)
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One comparison between the original run and its reproduction.
+
+    Attributes:
+        check: ``run``, ``environment``, ``notebook``, ``data``, ``metric``, ``prediction`` or ``artifact``.
+        name: What was compared (package, dataset, metric, model...).
+        ok: True when it matches (or is only informative).
+        original: Value in the original run.
+        new: Value in the reproduction.
+        detail: Why it differs, or a note.
+    """
+
+    check: str
+    name: str
+    ok: bool
+    original: str | None = None
+    new: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "name": self.name,
+            "ok": self.ok,
+            "original": self.original,
+            "new": self.new,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """The verdict of ``nb2prod reproduce``.
+
+    The run is reproduced when the re-execution finished and every finding is ok: same Python and
+    same versions of every package the notebook imported, same notebook code, the same data
+    digests, every metric within ``rtol``, and the same predictions of every model on its recorded
+    input example. Other installed packages that changed are listed but do not count.
+
+    Attributes:
+        original_run_id: The run that was reproduced.
+        run: The re-execution.
+        rtol: Relative tolerance used for metrics and predictions.
+        findings: Every comparison made.
+    """
+
+    original_run_id: str
+    run: RunResult
+    rtol: float
+    findings: list[Finding]
+
+    @property
+    def reproduced(self) -> bool:
+        return self.run.ok and all(f.ok for f in self.findings)
+
+    @property
+    def reasons(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original_run_id": self.original_run_id,
+            "run_id": self.run.run_id,
+            "reproduced": self.reproduced,
+            "rtol": self.rtol,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def reproduce(
+    run_id: str,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-12,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+    on_preflight: Callable[[Preflight], None] | None = None,
+) -> Reproduction:
+    """Re-run the notebook snapshot stored with ``run_id`` with its parameters, and compare.
+
+    Raises:
+        UsageError: no such run, or it has no notebook snapshot (and the notebook on disk changed).
+        StoreError: the store failed.
+    """
+    from nb2prod import tracking
+
+    settings = settings or load_settings()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tracking.store_call(settings, what=f"reading run {run_id}", not_recorded="nothing (read only)"):
+        client = tracking.client(settings)
+        try:
+            original = client.get_run(run_id)
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc):
+                raise UsageError(
+                    f"no run {run_id} in {tracking.redact_uri(settings.tracking_uri)}",
+                    hint="copy the run id from nb2prod run's output or the MLflow UI",
+                ) from None
+            raise
+        experiment = client.get_experiment(original.info.experiment_id).name
+        workdir = Path(tempfile.mkdtemp(prefix="nb2prod-reproduce-"))
+        snapshot = _snapshot_of(client, original, workdir)
+        stored = tracking.load_json_artifact(client, run_id, PARAMS_ARTIFACT)
+    key = original.data.tags.get(tracking.TAG_NOTEBOOK) or str(snapshot)
+    if stored is None:
+        # A run captured interactively: its notebook ran with its own defaults.
+        params: dict[str, Any] = {}
+    else:
+        params = check_parameters(snapshot, stored)
+    key_path = Path(key)
+    cwd = key_path.parent if key_path.parent.is_dir() else snapshot.parent
+    result = run_notebook(
+        snapshot,
+        params,
+        experiment=experiment,
+        timeout=timeout,
+        kernel=kernel,
+        against=run_id,
+        settings=settings,
+        reexecutes=run_id,
+        notebook_key=key,
+        cwd=cwd,
+        extra_tags={TAG_REPRODUCES: run_id, TAG_KIND: "reproduce"},
+        progress=progress,
+        on_preflight=on_preflight,
+        params_checked=True,
+        register=False,
+    )
+    findings = compare_runs(client, original, result, rtol=rtol, atol=atol)
+    verdict = Reproduction(run_id, result, rtol, findings)
+    if result.run_id is not None:
+        with contextlib.suppress(Exception):
+            tracking.log_json(client, result.run_id, verdict.to_dict(), REPRODUCTION_ARTIFACT)
+            client.set_tag(result.run_id, "nb2prod.reproduced", str(verdict.reproduced).lower())
+    shutil.rmtree(workdir, ignore_errors=True)
+    return verdict
+
+
+def _snapshot_of(client: MlflowClient, run: Any, folder: Path) -> Path:
+    """The notebook as it was when ``run`` ran: its stored snapshot, else the file if unchanged."""
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    try:
+        local = client.download_artifacts(run.info.run_id, SOURCE_ARTIFACT, dst_path=str(folder))
+        return Path(local)
+    except Exception:
+        pass
+    key = run.data.tags.get(tracking.TAG_NOTEBOOK)
+    recorded = run.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST)
+    if key and recorded and Path(key).is_file():
+        info, _ = environment.notebook_info(notebook_path=key)
+        if info is not None and info.code_digest == recorded:
+            target = folder / Path(key).name
+            shutil.copyfile(key, target)
+            return target
+        raise UsageError(
+            f"run {run.info.run_id} stored no notebook snapshot, and {key} has changed since "
+            f"(code digest {info.code_digest if info else '?'} != recorded {recorded})",
+            hint="restore the notebook from version control at the run's git commit",
+        )
+    raise UsageError(
+        f"run {run.info.run_id} has no notebook snapshot ({SOURCE_ARTIFACT}) and no notebook file to fall back on",
+        hint="reproduce runs made by nb2prod run, or by %nb2prod start in a saved notebook",
+    )
+
+
+def _fmt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def compare_runs(
+    client: MlflowClient, original: Any, result: RunResult, *, rtol: float, atol: float = 1e-12
+) -> list[Finding]:
+    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``."""
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    findings: list[Finding] = []
+    if not result.ok:
+        findings.append(
+            Finding(
+                "run",
+                "status",
+                False,
+                original.info.status,
+                result.status,
+                result.error.message if result.error else "",
+            )
+        )
+        if result.run_id is None:
+            return findings
+    new = client.get_run(result.run_id)
+    old_id = original.info.run_id
+
+    # Environment: Python and what the notebook imported decide; other packages are listed.
+    old_env = tracking.load_json_artifact(client, old_id, tracking.ENVIRONMENT_JSON)
+    new_env = tracking.load_json_artifact(client, result.run_id, tracking.ENVIRONMENT_JSON)
+    if old_env is None or new_env is None:
+        which = "original" if old_env is None else "reproduction"
+        findings.append(
+            Finding("environment", "environment.json", False, detail=f"the {which} recorded no environment")
+        )
+    else:
+        diff = environment.diff(
+            environment.EnvironmentSnapshot.from_dict(old_env),
+            environment.EnvironmentSnapshot.from_dict(new_env),
+        )
+        if diff.python:
+            findings.append(Finding("environment", "python", False, diff.python[0], diff.python[1]))
+        for change in diff.imported_changed:
+            findings.append(
+                Finding(
+                    "environment",
+                    change.name,
+                    False,
+                    change.old,
+                    change.new,
+                    f"imported by the notebook ({change.kind})",
+                )
+            )
+        others = len(diff.changed) + len(diff.added) + len(diff.removed) - len(diff.imported_changed)
+        findings.append(
+            Finding(
+                "environment",
+                "other packages",
+                True,
+                detail=f"{others} installed packages the notebook does not import differ"
+                if others
+                else "identical",
+            )
+        )
+
+    # Notebook code.
+    old_digest = original.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST)
+    new_digest = new.data.tags.get(tracking.TAG_NOTEBOOK_DIGEST) or new.data.tags.get(TAG_SOURCE_DIGEST)
+    if old_digest:
+        findings.append(Finding("notebook", "code digest", old_digest == new_digest, old_digest, new_digest))
+
+    # Data digests.
+    prefix, suffix = "nb2prod.data.", ".digest"
+
+    def digests(tags: Mapping[str, str]) -> dict[str, str]:
+        return {
+            k[len(prefix) : -len(suffix)]: v
+            for k, v in tags.items()
+            if k.startswith(prefix) and k.endswith(suffix)
+        }
+
+    old_data, new_data = digests(original.data.tags), digests(new.data.tags)
+    for name in sorted(old_data.keys() | new_data.keys()):
+        a, b = old_data.get(name), new_data.get(name)
+        detail = (
+            ""
+            if a == b
+            else (
+                "not captured by the reproduction"
+                if b is None
+                else "new in the reproduction"
+                if a is None
+                else "content differs"
+            )
+        )
+        findings.append(Finding("data", name, a == b, a, b, detail))
+
+    # Metrics.
+    old_metrics, new_metrics = dict(original.data.metrics), dict(new.data.metrics)
+    for name in sorted(old_metrics.keys() | new_metrics.keys()):
+        a, b = old_metrics.get(name), new_metrics.get(name)
+        if a is None or b is None:
+            findings.append(
+                Finding(
+                    "metric",
+                    name,
+                    False,
+                    _fmt(a),
+                    _fmt(b),
+                    "missing in the reproduction" if b is None else "new in the reproduction",
+                )
+            )
+            continue
+        same = math.isclose(a, b, rel_tol=rtol, abs_tol=atol) or (math.isnan(a) and math.isnan(b))
+        rel = abs(a - b) / max(abs(a), abs(b)) if not same and max(abs(a), abs(b)) > 0 else 0.0
+        findings.append(
+            Finding(
+                "metric",
+                name,
+                same,
+                repr(a),
+                repr(b),
+                "" if same else f"relative difference {rel:.3g} > rtol {rtol:g}",
+            )
+        )
+
+    findings.extend(_compare_models(client, old_id, result.run_id, rtol=rtol, atol=atol))
+    return findings
+
+
+def _model_records(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any]]:
+    from nb2prod import tracking
+
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        files = client.list_artifacts(run_id, "models")
+    except Exception:
+        return records
+    for item in files:
+        if item.path.endswith(".json"):
+            data = tracking.load_json_artifact(client, run_id, item.path)
+            if data and data.get("model_id"):
+                records[str(data.get("name") or Path(item.path).stem)] = data
+    return records
+
+
+def _compare_models(
+    client: MlflowClient, old_id: str, new_id: str, *, rtol: float, atol: float
+) -> list[Finding]:
+    """Predictions of each original model and its reproduction on the original's input example."""
+    old_models, new_models = _model_records(client, old_id), _model_records(client, new_id)
+    findings: list[Finding] = []
+    for name in sorted(old_models.keys() | new_models.keys()):
+        a, b = old_models.get(name), new_models.get(name)
+        if a is None or b is None:
+            findings.append(
+                Finding(
+                    "prediction",
+                    name,
+                    False,
+                    a and a["model_id"],
+                    b and b["model_id"],
+                    "model missing in the reproduction" if b is None else "model new in the reproduction",
+                )
+            )
+            continue
+        try:
+            detail = _prediction_difference(a["model_id"], b["model_id"], rtol=rtol, atol=atol)
+        except Exception as exc:
+            detail = (
+                f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+        findings.append(
+            Finding(
+                "prediction",
+                name,
+                detail is None,
+                a["model_id"],
+                b["model_id"],
+                detail or "same predictions on the recorded input example",
+            )
+        )
+        same_files = a.get("artifact_sha256") == b.get("artifact_sha256")
+        findings.append(
+            Finding(
+                "artifact",
+                name,
+                True,
+                detail="saved model files are byte-identical"
+                if same_files
+                else "saved model files differ byte-wise (informative only)",
+            )
+        )
+    return findings
+
+
+def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol: float) -> str | None:
+    import mlflow
+    import numpy as np
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="nb2prod-compare-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
+        example = Model.load(local).load_input_example(local)
+        if example is None:
+            return "the original model has no recorded input example"
+        old = mlflow.pyfunc.load_model(local)
+        new = mlflow.pyfunc.load_model(f"models:/{new_model}")
+        outputs = [("predictions", old.predict(example), new.predict(example))]
+        raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
+        if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
+            from nb2prod.capture.models import to_signature_types
+
+            frame = to_signature_types(example)
+            outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
+    problems = []
+    for label, x, y in outputs:
+        xa, ya = np.asarray(x), np.asarray(y)
+        if xa.shape != ya.shape:
+            problems.append(f"{label}: shape {xa.shape} vs {ya.shape}")
+            continue
+        if xa.dtype.kind in "fc" and ya.dtype.kind in "fc":
+            bad = ~np.isclose(xa, ya, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            bad = xa.astype(str) != ya.astype(str)
+        if bad.any():
+            rows = int(bad.reshape(bad.shape[0], -1).any(axis=1).sum()) if bad.ndim else 1
+            total = xa.shape[0] if xa.ndim else 1
+            problems.append(f"{label}: {rows} of {total} rows differ beyond rtol {rtol:g}")
+    return "; ".join(problems) or None
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A grid of runs under one parent run.
+
+    Attributes:
+        parent_run_id: The sweep's own MLflow run; every run of the grid is its child.
+        experiment: Experiment name.
+        runs: One result per grid point, ranked best first (failed runs last).
+        rank_by: Metric used for the ranking (None when no common metric was found).
+        ascending: True when lower is better for ``rank_by``.
+        where: ``"local processes (N)"`` or the Dask scheduler address.
+        seconds: Wall time of the whole sweep.
+    """
+
+    parent_run_id: str
+    experiment: str
+    runs: list[RunResult]
+    rank_by: str | None
+    ascending: bool
+    where: str
+    seconds: float
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.ok]
+
+    @property
+    def best(self) -> RunResult | None:
+        ok = [r for r in self.runs if r.ok and self.rank_by in r.metrics]
+        return ok[0] if ok else None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What one grid point needs, picklable: it travels to a worker process or a Dask worker."""
+
+    notebook_name: str
+    notebook_bytes: bytes
+    notebook_key: str
+    source_dir: str
+    parameters: dict[str, Any]
+    experiment: str
+    timeout: int | None
+    kernel: str | None
+    settings: Settings
+    parent_run_id: str
+
+
+def parse_grid(spec: Mapping[str, str | Sequence[Any]]) -> dict[str, list[Any]]:
+    """``{"C": "0.1,1,10"}`` -> ``{"C": ["0.1", "1", "10"]}`` (lists are kept as they are)."""
+    grid: dict[str, list[Any]] = {}
+    for name, values in spec.items():
+        items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
+        if not items or any(v == "" for v in items):
+            raise ParameterError(f"sweep values for '{name}' are empty", name=name, hint="e.g. -p C 0.1,1,10")
+        grid[name] = items
+    return grid
+
+
+def expand_grid(
+    notebook: str | Path, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every combination of the grid, checked and typed like the notebook's defaults.
+
+    Raises:
+        ParameterError: a name or value that the notebook does not accept.
+    """
+    names = list(grid)
+    points = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        raw = {**(fixed or {}), **dict(zip(names, combo, strict=True))}
+        texts = [n for n, v in zip(names, combo, strict=True) if isinstance(v, str)]
+        points.append(check_parameters(notebook, raw, from_text=texts))
+    return points
+
+
+def _run_task(task: _Task) -> RunResult:
+    """Run one grid point in this process (a local worker or a Dask worker)."""
+    folder = Path(tempfile.mkdtemp(prefix="nb2prod-sweep-"))
+    try:
+        path = folder / task.notebook_name
+        path.write_bytes(task.notebook_bytes)
+        source_dir = Path(task.source_dir)
+        cwd = source_dir if source_dir.is_dir() else folder
+        try:
+            return run_notebook(
+                path,
+                task.parameters,
+                experiment=task.experiment,
+                timeout=task.timeout,
+                kernel=task.kernel,
+                settings=task.settings,
+                parent_run_id=task.parent_run_id,
+                notebook_key=task.notebook_key,
+                cwd=cwd,
+                progress=False,
+                params_checked=True,
+            )
+        except Nb2ProdError as exc:
+            error = ExecutionError(str(exc), kind="runner", ename=type(exc).__name__, evalue=str(exc))
+            return RunResult(
+                run_id=None,
+                experiment=task.experiment,
+                status="FAILED",
+                notebook=task.notebook_key,
+                parameters=task.parameters,
+                seconds=0.0,
+                executed_path=None,
+                preflight=Preflight(None, None),
+                error=error,
+                parent_run_id=task.parent_run_id,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lower_is_better(metric: str) -> bool:
+    low = metric.lower()
+    return any(word in low for word in _LOWER_IS_BETTER)
+
+
+def _default_metric(runs: Sequence[RunResult]) -> str | None:
+    finished = [r for r in runs if r.ok and r.metrics]
+    if not finished:
+        return None
+    common = set.intersection(*(set(r.metrics) for r in finished))
+    for prefix in ("test_", "val", "training_", ""):
+        candidates = sorted(m for m in common if m.startswith(prefix))
+        if candidates:
+            return candidates[0]
+    return None
+
+
+def rank(
+    runs: Sequence[RunResult], metric: str | None, ascending: bool | None = None
+) -> tuple[list[RunResult], bool]:
+    """Finished runs with the metric, best first; then finished runs without it; failed runs last."""
+    asc = _lower_is_better(metric) if (ascending is None and metric) else bool(ascending)
+    scored = [r for r in runs if r.ok and metric in r.metrics]
+    scored.sort(key=lambda r: r.metrics[metric] if asc else -r.metrics[metric])  # type: ignore[index]
+    rest = [r for r in runs if r.ok and r not in scored]
+    failed = [r for r in runs if not r.ok]
+    return scored + rest + failed, asc
+
+
+def _local_hosts() -> set[str]:
+    hosts = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        hosts.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    return hosts
+
+
+def sweep(
+    notebook: str | Path,
+    grid: Mapping[str, str | Sequence[Any]],
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    rank_by: str | None = None,
+    ascending: bool | None = None,
+    experiment: str | None = None,
+    timeout: int | None = None,
+    kernel: str | None = None,
+    settings: Settings | None = None,
+    on_start: Callable[[int, str], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> SweepResult:
+    """Run every combination of ``grid`` as a child run of one parent run.
+
+    Local worker processes by default (``jobs``, default: the number of cores); with
+    ``scheduler`` (``tcp://HOST:8786``) each grid point is a task on that Dask cluster, and the
+    notebook and its parameters travel with the task. A failed run is recorded as failed and does
+    not stop the others.
+
+    Raises:
+        ParameterError: a bad name or value (nothing ran). UsageError: a local SQLite store with a
+            Dask cluster whose workers are on other machines. StoreError: the store failed.
+    """
+    from nb2prod import tracking
+
+    source = _notebook_file(notebook)
+    settings = settings or load_settings()
+    parsed = parse_grid(grid)
+    typed_fixed = check_parameters(
+        source, dict(fixed or {}), from_text=[k for k, v in (fixed or {}).items() if isinstance(v, str)]
+    )
+    points = expand_grid(source, parsed, typed_fixed)
+    exp_name = experiment or _experiment_default(source, points[0]) or settings.experiment
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(points)))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    dask_client = None
+    if scheduler is not None:
+        dask_client = _dask_client(scheduler, settings)
+        where = f"Dask scheduler {scheduler}"
+    else:
+        where = f"{workers} local worker process{'es' if workers > 1 else ''}"
+
+    tracking.check_reachable(settings)
+    with tracking.store_call(settings, what="opening the sweep run", not_recorded="the sweep"):
+        client = tracking.client(settings)
+        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
+        parent = client.create_run(
+            experiment_id,
+            # Not tagged nb2prod.notebook: the parent ran no notebook, so it is never "the last run" of one.
+            tags={
+                TAG_KIND: "sweep",
+                "nb2prod.sweep.notebook": str(source),
+                "mlflow.source.name": str(source),
+            },
+        )
+        parent_id = parent.info.run_id
+        tracking.log_json(
+            client, parent_id, {"grid": parsed, "fixed": typed_fixed, "points": points}, SWEEP_ARTIFACT
+        )
+        _log_file_as(client, parent_id, source, SOURCE_ARTIFACT)
+    if on_start is not None:
+        on_start(len(points), parent_id)
+
+    tasks = [
+        _Task(
+            source.name,
+            source.read_bytes(),
+            str(source),
+            str(source.parent),
+            p,
+            exp_name,
+            timeout,
+            kernel,
+            settings,
+            parent_id,
+        )
+        for p in points
+    ]
+    started = time.perf_counter()
+    results: list[RunResult] = []
+    try:
+        if dask_client is not None:
+            results = _sweep_dask(dask_client, tasks, on_result)
+        else:
+            results = _sweep_local(tasks, workers, on_result)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(parent_id, status="KILLED")
+        raise
+    finally:
+        if dask_client is not None:
+            with contextlib.suppress(Exception):
+                dask_client.close()
+    seconds = time.perf_counter() - started
+
+    metric = rank_by or _default_metric(results)
+    ranked, asc = rank(results, metric, ascending)
+    summary = SweepResult(parent_id, exp_name, ranked, metric, asc, where, seconds)
+    with tracking.store_call(settings, what="closing the sweep run", not_recorded="the sweep summary"):
+        table = [
+            {
+                "run_id": r.run_id,
+                "status": r.status,
+                "parameters": r.parameters,
+                "metrics": r.metrics,
+                "error": r.error.message if r.error else None,
+            }
+            for r in ranked
+        ]
+        tracking.log_json(
+            client,
+            parent_id,
+            {
+                "grid": parsed,
+                "points": points,
+                "rank_by": metric,
+                "ascending": asc,
+                "runs": table,
+                "where": where,
+            },
+            SWEEP_ARTIFACT,
+        )
+        best = summary.best
+        if best is not None and metric is not None:
+            client.set_tag(parent_id, "nb2prod.sweep.best_run", best.run_id or "")
+            client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
+        client.set_tag(parent_id, "nb2prod.sweep.failed", str(len(summary.failed)))
+        all_failed = len(summary.failed) == len(ranked)
+        client.set_terminated(parent_id, status="FAILED" if all_failed else "FINISHED")
+    return summary
+
+
+def _sweep_local(
+    tasks: list[_Task], workers: int, on_result: Callable[[RunResult], None] | None
+) -> list[RunResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list[RunResult] = []
+    if workers == 1:
+        for task in tasks:
+            result = _run_task(task)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results
+    # spawn, not fork: the parent holds threads and SQLite connections.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_task, t): t for t in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                result = future.result()
+            except BaseException as exc:  # a worker process died: that grid point failed, the rest go on
+                result = _lost(task, exc)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def _lost(task: _Task, exc: BaseException) -> RunResult:
+    error = ExecutionError(
+        f"the worker running this grid point was lost ({type(exc).__name__}: {exc})",
+        kind="runner",
+        ename=type(exc).__name__,
+        evalue=str(exc),
+    )
+    return RunResult(
+        run_id=None,
+        experiment=task.experiment,
+        status="FAILED",
+        notebook=task.notebook_key,
+        parameters=task.parameters,
+        seconds=0.0,
+        executed_path=None,
+        preflight=Preflight(None, None),
+        error=error,
+        parent_run_id=task.parent_run_id,
+    )
+
+
+def _dask_client(scheduler: str, settings: Settings) -> Any:
+    """Connect to the scheduler; refuse a local SQLite store when a worker is on another machine."""
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise UsageError(
+            "--scheduler needs dask.distributed", hint="pip install 'dask[distributed]'"
+        ) from exc
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach the Dask scheduler at {scheduler} ({exc})",
+            hint="start one with `dask scheduler` and `dask worker tcp://HOST:8786`, or drop --scheduler",
+        ) from None
+    if settings.is_local_store:
+        workers = client.scheduler_info().get("workers", {})
+        local = _local_hosts()
+        remote = sorted({_host(addr) for addr in workers} - local)
+        if remote:
+            client.close()
+            raise UsageError(
+                f"the tracking store is a local SQLite file ({settings.tracking_uri}); Dask workers on "
+                f"{', '.join(remote)} cannot write to it",
+                hint="run an MLflow tracking server the workers reach and set MLFLOW_TRACKING_URI=http://HOST:5000 "
+                "(a local SQLite store only works when every worker runs on this machine, e.g. a LocalCluster)",
+            )
+    return client
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1 : rest.index("]")]
+    return rest.rsplit(":", 1)[0]
+
+
+def _sweep_dask(
+    client: Any, tasks: list[_Task], on_result: Callable[[RunResult], None] | None
+) -> list[RunResult]:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(_run_task, t, pure=False, key=f"nb2prod-run-{i}-{t.parent_run_id}"): t
+        for i, t in enumerate(tasks)
+    }
+    results: list[RunResult] = []
+    for future in as_completed(list(futures)):
+        task = futures[future]
+        try:
+            result = future.result()
+        except BaseException as exc:  # the task or its worker died: that grid point failed
+            result = _lost(task, exc)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
