@@ -54,7 +54,9 @@ def test_demo_runs_the_loop_and_prints_what_was_captured(tmp_path: Path) -> None
     assert "REPRODUCED: run" in out and "NOT REPRODUCED" not in out
     assert (folder / ".nb2prod" / "mlflow.db").exists()
     # the demo ends by exporting, serving and calling the model
-    assert "Bento breast-cancer:v1-" in out and "a bad request got 422" in out
+    # The re-run with C=0.5 registered version 2; the demo exports and serves the newest version.
+    assert "Bento breast-cancer:v2-" in out and "/metadata: model breast-cancer v2" in out
+    assert "a bad request got 422" in out
     assert (folder / "bentos" / "breast-cancer" / "service.py").is_file()
     executed = nbformat.read(str(folder / "notebooks" / "train.ipynb"), as_version=4)
     assert all(
