@@ -1447,18 +1447,7 @@ def _run_task(task: _Task) -> RunResult:
             )
         except Nb2ProdError as exc:
             error = ExecutionError(str(exc), kind="runner", ename=type(exc).__name__, evalue=str(exc))
-            return RunResult(
-                run_id=None,
-                experiment=task.experiment,
-                status="FAILED",
-                notebook=task.notebook_key,
-                parameters=task.parameters,
-                seconds=0.0,
-                executed_path=None,
-                preflight=Preflight(None, None),
-                error=error,
-                parent_run_id=task.parent_run_id,
-            )
+            return _failed_task(task, error)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -1672,18 +1661,7 @@ def _lost(task: _Task, exc: BaseException) -> RunResult:
         ename=type(exc).__name__,
         evalue=str(exc),
     )
-    return RunResult(
-        run_id=None,
-        experiment=task.experiment,
-        status="FAILED",
-        notebook=task.notebook_key,
-        parameters=task.parameters,
-        seconds=0.0,
-        executed_path=None,
-        preflight=Preflight(None, None),
-        error=error,
-        parent_run_id=task.parent_run_id,
-    )
+    return _failed_task(task, error)
 
 
 def _dask_client(scheduler: str, settings: Settings) -> Any:
@@ -1743,3 +1721,19 @@ def _sweep_dask(
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _failed_task(task: _Task, error: ExecutionError) -> RunResult:
+    """The result of a grid point that failed before or outside its notebook run."""
+    return RunResult(
+        run_id=None,
+        experiment=task.experiment,
+        status="FAILED",
+        notebook=task.notebook_key,
+        parameters=task.parameters,
+        seconds=0.0,
+        executed_path=None,
+        preflight=Preflight(None, None),
+        error=error,
+        parent_run_id=task.parent_run_id,
+    )
