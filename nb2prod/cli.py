@@ -136,14 +136,34 @@ def _demo_serve(console: Any, project: Path) -> None:
     default=None,
     help="Also write the Bento as a portable archive (FILE.bento).",
 )
-def export_cmd(ref: str, output: Path | None) -> None:
-    """Write bentos/NAME/ and build the immutable Bento NAME:<version> of a registered model."""
+@click.option(
+    "--with", "with_versions", multiple=True, metavar="VERSION", help="Also carry this version (repeat)."
+)
+@click.option(
+    "--canary",
+    nargs=2,
+    type=(str, click.FloatRange(0, 100, min_open=True)),
+    default=None,
+    metavar="VERSION PERCENT",
+    help="Start the service sending PERCENT of the rows to VERSION.",
+)
+def export_cmd(
+    ref: str, output: Path | None, with_versions: tuple[str, ...], canary: tuple[str, float] | None
+) -> None:
+    """Write bentos/NAME/ and build the immutable Bento NAME:<version> of a registered model.
+
+    The Bento also carries the version the exported one replaced as champion (for rollback
+    and fallback without a rebuild) and the challenger, if one is set.
+    """
     from nb2prod.export import export_model
 
-    result = export_model(ref, output=output)
+    result = export_model(ref, output=output, with_versions=with_versions, canary=canary)
     state = "built" if result.built else "already built (no change)"
     click.echo(f"{result.tag} {state} in {result.bentoml_home} ({result.seconds:.1f} s)")
     click.echo(f"model {result.name} version {result.model_version}; service source in {result.source_dir}")
+    if len(result.versions) > 1:
+        fallback = f"; fallback v{result.fallback}" if result.fallback else ""
+        click.echo(f"carries versions {', '.join(result.versions)}{fallback}")
     if result.archive is not None:
         click.echo(f"archive: {result.archive}")
     click.echo(f"serve it: nb2prod serve {result.name}")
@@ -520,6 +540,223 @@ def sweep(
         click.echo(f"FAILED {params}: {result.error.message if result.error else 'unknown error'}")
     if summary.failed:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------- close the loop
+
+
+def _echo_switch(switch: Any) -> None:
+    event = switch.event
+    if event is not None:
+        moved = f"{event.from_version or '-'} -> {event.to_version or '-'}"
+        click.echo(f"{switch.name}@{event.alias}: {moved} ({event.reason}; history #{event.seq})")
+    canary = switch.canary
+    split = f", canary v{canary['version']} at {canary['percent']:g}%" if canary else ""
+    click.echo(f"active: v{switch.active}{split}")
+    if switch.bento is None:
+        click.echo(f"no Bento of {switch.name} yet: nb2prod export {switch.name}@champion")
+    elif switch.follows:
+        click.echo(
+            f"{switch.bento} carries v{', v'.join(switch.carried)}: a running service follows within seconds"
+        )
+    else:
+        click.echo(
+            f"{switch.bento} carries only v{', v'.join(switch.carried)}: export and deploy the new champion "
+            f"(nb2prod export {switch.name}@champion), a running service keeps what it has"
+        )
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version")
+@click.option(
+    "--canary",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Send this percent of the rows to VERSION instead of making it the champion (0 stops a canary).",
+)
+def promote(name: str, version: str, canary: float | None) -> None:
+    """Make VERSION the champion of NAME (alias history kept); a running service follows.
+
+    With --canary, VERSION becomes the challenger and gets that share of the traffic.
+    """
+    from nb2prod.lifecycle import promote as promote_core
+
+    _echo_switch(promote_core(name, version, canary=canary))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--to", "to", metavar="VERSION", help="Roll back to this version (default: the one replaced).")
+def rollback(name: str, to: str | None) -> None:
+    """Give the champion of NAME back to the version it replaced; a running service follows."""
+    from nb2prod.lifecycle import rollback as rollback_core
+
+    _echo_switch(rollback_core(name, to=to))
+
+
+@main.command("history")
+@click.argument("name")
+def history_cmd(name: str) -> None:
+    """Every move of NAME's aliases (champion, challenger): when, from, to, why."""
+    from nb2prod.lifecycle import history
+
+    events = history(name)
+    if not events:
+        click.echo(f"no alias moves recorded for {name}")
+    for e in events:
+        click.echo(
+            f"#{e.seq:<4} {e.at}  {e.alias:<10} {e.from_version or '-':>4} -> {e.to_version or '-':<4} "
+            f"{e.reason} ({e.actor})"
+        )
+
+
+@main.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--id-column", default="request_id", show_default=True, help="Column of request ids.")
+@click.option("--label-column", default=None, help="Column of labels (default: label, the target, or y).")
+def feedback(name: str, file: Path, id_column: str, label_column: str | None) -> None:
+    """Import ground truth for served predictions from FILE (CSV or Parquet)."""
+    from nb2prod.lifecycle import import_feedback
+
+    result = import_feedback(name, file, id_column=id_column, label_column=label_column)
+    click.echo(f"{result.stored} labels stored in {result.store}; {result.matched} match a logged prediction")
+    if result.unmatched_examples:
+        click.echo(
+            f"{result.stored - result.matched} have no logged prediction yet "
+            f"(e.g. {', '.join(result.unmatched_examples)}): kept, joined when it arrives"
+        )
+
+
+_MONITOR_EXIT_CODES = """\b
+Exit codes:
+  0    no drift (or too few rows to tell; the report says so)
+  1    drift: a feature or the predictions moved beyond the thresholds
+  2    error: no Bento of NAME, unreadable store, bad --since"""
+
+
+@main.command(epilog=_MONITOR_EXIT_CODES)
+@click.argument("name")
+@click.option(
+    "--since", metavar="T", help="ISO-8601 time (UTC unless it says otherwise) or a duration: 30m, 2h, 7d."
+)
+@click.option("--until", metavar="T", help="End of the window, as --since.")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--psi-threshold", type=float, default=None, help="PSI above which a feature drifted.")
+def monitor(
+    name: str,
+    since: str | None,
+    until: str | None,
+    html_path: Path | None,
+    as_json: bool,
+    psi_threshold: float | None,
+) -> None:
+    """Drift, prediction drift, live quality from feedback and refused inputs of NAME's service."""
+    import json
+
+    from nb2prod.lifecycle import monitor as monitor_core
+    from nb2prod.monitoring.report import render_text
+
+    report = monitor_core(name, since=since, until=until, psi_threshold=psi_threshold)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(render_text(report))
+    if html_path is not None:
+        from nb2prod.monitoring.html import render_html
+
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_html(report), encoding="utf-8")
+        click.echo(f"HTML report: {html_path}")
+    sys.exit(1 if report.status == "drift" else 0)
+
+
+_RETRAIN_EXIT_CODES = """\b
+Exit codes:
+  0    promoted (or canary started), or --if-drift found no drift
+  1    the challenger was not better by the margin: refused, champion unchanged
+  2    nothing decided: no champion rows to score, unknown model, store unreachable
+  3-5  the notebook failed (as for nb2prod run): nothing registered; 130 interrupted"""
+
+
+@main.command(epilog=_RETRAIN_EXIT_CODES)
+@click.argument("name")
+@click.option("--notebook", "notebook", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_params_opt
+@_file_opt
+@_timeout_opt
+@_kernel_opt
+@click.option("--if-drift", is_flag=True, help="Retrain only when the service's traffic drifted.")
+@click.option(
+    "--min-improvement", type=float, default=0.0, show_default=True, help="Margin the challenger must win by."
+)
+@click.option("--metric", help="accuracy, f1, roc_auc, r2, rmse or mae (default: accuracy / rmse).")
+@click.option("--holdout", type=click.Path(dir_okay=False, path_type=Path), help="Score on this file.")
+@click.option("--target", help="Label column of --holdout.")
+@click.option("--on-feedback", is_flag=True, help="Score on served rows that got labels.")
+@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), help="Start the winner as a canary.")
+@click.option("--no-export", is_flag=True, help="Do not re-export the Bento after a promotion.")
+@click.option("--no-progress", is_flag=True, help="No per-cell progress bar.")
+def retrain(
+    name: str,
+    notebook: Path,
+    params: tuple[tuple[str, str], ...],
+    params_file: Path | None,
+    timeout: int | None,
+    kernel: str | None,
+    if_drift: bool,
+    min_improvement: float,
+    metric: str | None,
+    holdout: Path | None,
+    target: str | None,
+    on_feedback: bool,
+    canary: float | None,
+    no_export: bool,
+    no_progress: bool,
+) -> None:
+    """Re-run NOTEBOOK, score challenger and champion on the same rows, promote only if better."""
+    from nb2prod.exceptions import ExecutionError
+    from nb2prod.execute import check_parameters
+    from nb2prod.lifecycle import retrain as retrain_core
+
+    values, texts = _collect_params(params, params_file)
+    typed = check_parameters(notebook, values, from_text=texts)
+    try:
+        decision = retrain_core(
+            name,
+            notebook,
+            typed,
+            if_drift=if_drift,
+            min_improvement=min_improvement,
+            metric=metric,
+            holdout=holdout,
+            target=target,
+            on_feedback=on_feedback,
+            canary=canary,
+            export=not no_export,
+            timeout=timeout,
+            kernel=kernel,
+            progress=not no_progress,
+            params_checked=True,
+        )
+    except ExecutionError as exc:
+        click.echo(f"nb2prod: error: {exc}\n  nothing registered; the champion is unchanged", err=True)
+        sys.exit(_FAILURE_EXIT.get(exc.kind, 3))
+    except KeyboardInterrupt:
+        click.echo("nb2prod: interrupted; the champion is unchanged", err=True)
+        sys.exit(130)
+    click.echo(f"{decision.action.upper()}: {decision.reason}")
+    if decision.run_id:
+        click.echo(f"run {decision.run_id}; challenger {name}/{decision.challenger}")
+    if decision.switch is not None:
+        _echo_switch(decision.switch)
+    if decision.bento:
+        click.echo(f"exported {decision.bento}: deploy it with nb2prod serve {name}")
+    sys.exit(1 if decision.action == "refused" else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,6 +83,10 @@ class ServeError(Nb2ProdError):
     """A built Bento cannot be served (none built yet, server failed to start)."""
 
 
+class LifecycleError(Nb2ProdError):
+    """Promotion, rollback, retraining or feedback could not be done (nothing was changed)."""
+
+
 class ParameterError(UsageError):
     """A notebook parameter is unknown, or its value does not fit the declared default.
 

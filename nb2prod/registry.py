@@ -8,6 +8,11 @@ succeeded, so a failed run registers nothing.
 
 from __future__ import annotations
 
+import getpass
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nb2prod import tracking
@@ -66,3 +71,96 @@ def register_candidates(client: MlflowClient, run_id: str) -> dict[str, str]:
         existing = run.data.tags.get(f"{TAG_REGISTERED}.{name}")
         done[name] = existing or register(client, run_id, name, candidate["model_uri"], candidate["tags"])
     return done
+
+
+# -- aliases with history ------------------------------------------------------------------------
+
+HISTORY_TAG = "nb2prod.alias_history"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One move of an alias: from which version to which, when, by whom and why.
+
+    Kept as registered-model tags ``nb2prod.alias_history.<seq>`` (MLflow keeps only the
+    current target of an alias), so any MLflow client sees the history.
+    """
+
+    seq: int
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    at: str
+    reason: str
+    actor: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def alias_history(client: MlflowClient, name: str, alias: str | None = None) -> list[AliasEvent]:
+    """Every recorded move of ``alias`` (all aliases when None) on model ``name``, oldest first."""
+    model = client.get_registered_model(name)
+    events = []
+    for key, value in (model.tags or {}).items():
+        if not key.startswith(HISTORY_TAG + "."):
+            continue
+        try:
+            data = json.loads(value)
+            events.append(AliasEvent(**data))
+        except (ValueError, TypeError):
+            continue
+    events.sort(key=lambda e: e.seq)
+    return [e for e in events if alias is None or e.alias == alias]
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``name@alias`` points at, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def move_alias(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    version: str | None,
+    *,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> AliasEvent:
+    """Point ``name@alias`` at ``version`` (None: remove the alias) and record the move."""
+    current = alias_version(client, name, alias)
+    if version is None:
+        if current is not None:
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(version))
+    history = alias_history(client, name)
+    event = AliasEvent(
+        seq=(history[-1].seq + 1) if history else 1,
+        alias=alias,
+        from_version=current,
+        to_version=None if version is None else str(version),
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+        reason=reason,
+        actor=f"{getpass.getuser()}@{socket.gethostname()}",
+        details=dict(details or {}),
+    )
+    client.set_registered_model_tag(name, f"{HISTORY_TAG}.{event.seq:06d}", json.dumps(event.to_dict()))
+    return event
+
+
+def replaced_version(client: MlflowClient, name: str, version: str, alias: str = CHAMPION) -> str | None:
+    """The version ``alias`` pointed at before it last moved to ``version`` (what a rollback restores)."""
+    for event in reversed(alias_history(client, name, alias)):
+        if event.to_version == str(version) and event.from_version and event.from_version != str(version):
+            return event.from_version
+    return None

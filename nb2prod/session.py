@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,10 +399,40 @@ def data(
     else:
         record = data_mod.describe(obj, name=name or "data", role=role, target=target)
     _log_dataset(session, record)
+    if path is None and role in HOLDOUT_ROLES:
+        _log_holdout(session, record, obj)
     session.datasets[record.name] = record
     if path is None:
         session.frames[record.name] = obj
     return record
+
+
+HOLDOUT_ROLES = ("test", "reference")
+HOLDOUT_MAX_MB_ENV = "NB2PROD_HOLDOUT_MAX_MB"
+
+
+def _log_holdout(session: Session, record: DatasetRecord, frame: Any) -> None:
+    """Keep a test/reference frame as ``datasets/NAME.parquet``, so later runs and challengers
+    can be scored on exactly these rows (``nb2prod retrain``, ``nb2prod reproduce``).
+
+    Frames above ``NB2PROD_HOLDOUT_MAX_MB`` (default 50) are described but not stored.
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        return
+    limit = float(os.environ.get(HOLDOUT_MAX_MB_ENV, "50"))
+    if frame.memory_usage(deep=True).sum() > limit * 1e6:
+        return
+    what = f"holdout rows of '{record.name}'"
+    with tempfile.TemporaryDirectory(prefix="nb2prod-holdout-") as tmp:
+        file = Path(tmp) / f"{record.name}.parquet"
+        try:
+            frame.to_parquet(file)
+        except Exception:
+            return  # a frame parquet cannot hold (mixed object columns) is described, not stored
+        with tracking_call(session, f"logging {what}", what):
+            session.client.log_artifact(session.run_id, str(file), "datasets")
 
 
 def _log_dataset(session: Session, record: DatasetRecord) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,19 @@ def run_notebook(
     return nb
 
 
-def make_notebook(path: Path, cells: list[str]) -> Path:
-    """Write a notebook of code cells."""
+def make_notebook(path: Path, cells: Sequence[str | tuple[str, list[str]]]) -> Path:
+    """Write a notebook of code cells (a ``(source, tags)`` pair gives a cell tags)."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.cells = []
+    for cell in cells:
+        source, tags = (cell, []) if isinstance(cell, str) else cell
+        code = nbformat.v4.new_code_cell(source)
+        if tags:
+            code.metadata["tags"] = list(tags)
+        nb.cells.append(code)
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path

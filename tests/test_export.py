@@ -470,7 +470,8 @@ def test_row_model_rules_follow_the_training_data() -> None:
 
 
 def test_monitor_queue_counts_what_it_drops(tmp_path: Path) -> None:
-    from nb2prod.serving.monitor import _Writer, connect
+    from nb2prod.serving.monitor import _Writer
+    from nb2prod.serving.store import connect
 
     dropped: list[int] = []
     writer = _Writer(str(tmp_path / "p.db"), maxsize=2, on_drop=dropped.append, on_write=None)
@@ -514,7 +515,11 @@ def test_predictions_equal_the_notebook_model(project: Project, server: Server) 
     for got, want in zip(out, exp["proba"], strict=True):
         probs = [got["probabilities"][str(c)] for c in exp["classes"]]
         assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(probs, want, strict=True))
-    assert len({o["request_id"] for o in out}) == 1
+    # every row of a batch has its own id (feedback names rows): the request's id plus -i
+    ids = [o["request_id"] for o in out]
+    stem = ids[0].rsplit("-", 1)[0]
+    assert ids == [f"{stem}-{i}" for i in range(len(out))]
+    assert {o["model_version"] for o in out} == {"1"}
 
 
 @pytest.mark.slow

@@ -16,13 +16,14 @@ def main(raw: str) -> None:
     import bentoml
 
     args = json.loads(raw)
-    files = Path(args["model_files"])
-    with bentoml.models.create(args["model_tag"], labels={"nb2prod": "model"}) as model:
-        for path in sorted(files.rglob("*")):
-            if path.is_file():
-                dst = Path(model.path) / path.relative_to(files)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dst)
+    for spec in args["models"]:
+        files = Path(spec["files"])
+        with bentoml.models.create(spec["tag"], labels={"nb2prod": "model"}) as model:
+            for path in sorted(files.rglob("*")):
+                if path.is_file():
+                    dst = Path(model.path) / path.relative_to(files)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, dst)
     ctx = Path(args["build_ctx"])
     bentoml.bentos.build_bentofile(
         str(ctx / "bentofile.yaml"),

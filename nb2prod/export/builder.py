@@ -79,6 +79,9 @@ class ExportResult:
         built: False when the tag already existed (nothing was done).
         archive: The ``.bento`` file written with ``output``, if any.
         seconds: Wall time.
+        versions: Every model version the Bento carries, the exported one first.
+        fallback: The version that answers when the active one raises (the one it replaced).
+        canary: The canary split the service starts with, if any.
     """
 
     tag: str
@@ -91,6 +94,9 @@ class ExportResult:
     built: bool
     archive: Path | None
     seconds: float
+    versions: tuple[str, ...] = ()
+    fallback: str | None = None
+    canary: dict[str, Any] | None = None
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -201,7 +207,9 @@ def _pins(record: dict[str, Any], environment: dict[str, Any]) -> list[str]:
     return [f"{pkg}=={ver}" for pkg, ver in sorted(pins.items())]
 
 
-def _render(manifest: dict[str, Any], model_tag: str, pins: list[str], python_version: str) -> dict[str, str]:
+def _render(
+    manifest: dict[str, Any], model_tags: list[str], pins: list[str], python_version: str
+) -> dict[str, str]:
     """Every file of the build context, by relative path (the runtime vendored as a package)."""
     from nb2prod import __version__
 
@@ -215,7 +223,10 @@ def _render(manifest: dict[str, Any], model_tag: str, pins: list[str], python_ve
         bento_name=bname,
         bento_ident=re.sub(r"\W", "_", bname),
         class_name=_class_name(name),
-        model_tag=model_tag,
+        model_fields="\n    ".join(
+            f'model_v{tag.split(":", 1)[1].split("-", 1)[0][1:]} = bentoml.models.BentoModel("{tag}")'
+            for tag in model_tags
+        ),
         max_batch_size=serving["max_batch_size"],
         max_latency_ms=serving["max_latency_ms"],
     )
@@ -249,7 +260,7 @@ def _render(manifest: dict[str, Any], model_tag: str, pins: list[str], python_ve
     return files
 
 
-def _content_hash(files: dict[str, str], artifact_sha256: dict[str, str]) -> str:
+def _content_hash(files: dict[str, str], artifact_sha256: dict[str, dict[str, str]]) -> str:
     digest = hashlib.sha256()
     for rel in sorted(files):
         text = files[rel]
@@ -304,12 +315,15 @@ def _build_env(staging_home: Path) -> dict[str, str]:
 
 
 def _run_build(
-    source: Path, staging_home: Path, model_files: Path, model_tag: str, version: str, labels: dict[str, str]
+    source: Path,
+    staging_home: Path,
+    models: list[tuple[str, str]],
+    version: str,
+    labels: dict[str, str],
 ) -> None:
     args = {
         "build_ctx": str(source),
-        "model_files": str(model_files),
-        "model_tag": model_tag,
+        "models": [{"files": files, "tag": tag} for files, tag in models],
         "version": version,
         "labels": labels,
     }
@@ -361,32 +375,47 @@ def latest_bento(settings: Settings, name: str) -> str:
     )
 
 
-def export_model(
-    ref: str,
-    *,
-    output: str | Path | None = None,
-    settings: Settings | None = None,
-    serving: dict[str, Any] | None = None,
-) -> ExportResult:
-    """Export ``NAME[@alias|/version]`` as the Bento ``NAME:v<version>-<hash>`` (see module doc).
+@dataclass
+class _Fetched:
+    """One registered version, downloaded and checked against its capture record."""
+
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    record: dict[str, Any]
+    info: dict[str, Any]
+    recorded: dict[str, str]
+    local: Path
+    files: Path
+    model_tag: str
+
+    def block(self) -> dict[str, Any]:
+        """The manifest's description of this model."""
+        return {
+            "flavor": self.info.get("flavor"),
+            "class_name": self.info.get("class_name"),
+            "is_classifier": bool(self.info.get("is_classifier")),
+            "has_proba": bool(self.info.get("has_proba")),
+            "classes": self.info.get("classes"),
+            "feature_names": self.info.get("feature_names"),
+            "trusted_types": self.info.get("trusted_types") or [],
+            "artifact_sha256": self.recorded,
+            "bento_model_tag": self.model_tag,
+            "run_id": self.run_id,
+        }
+
+
+def _fetch(client: MlflowClient, settings: Settings, name: str, mv: Any, tmpdir: Path) -> _Fetched:
+    """Download ``mv``'s model files and check every sha256 against the capture's record.
 
     Raises:
-        ExportError: unknown model, artifacts changed since capture, or the build failed.
+        ExportError: no run, no recorded hashes, or a file that differs from capture.
     """
     import mlflow
 
     from nb2prod import tracking
-    from nb2prod.capture.models import TRUSTED_MODULE_PREFIXES, sha256_tree
+    from nb2prod.capture.models import sha256_tree
 
-    started = time.perf_counter()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    settings = settings or load_settings()
-    name, alias, version = parse_ref(ref)
-    unknown = set(serving or {}) - set(DEFAULT_SERVING)
-    if unknown:
-        raise ExportError(f"unknown serving options {sorted(unknown)}", hint=f"use {sorted(DEFAULT_SERVING)}")
-    client = tracking.client(settings)
-    mv = _resolve(client, name, alias, version)
     tags = dict(mv.tags)
     run_id = tags.get("nb2prod.run_id") or mv.run_id
     if not run_id:
@@ -402,7 +431,6 @@ def export_model(
             f"{name}/{mv.version} carries no artifact hashes (nb2prod.artifact_sha256)",
             hint="re-capture the model with %nb2prod model: nb2prod serves only models it can verify",
         )
-    environment = tracking.load_json_artifact(client, run_id, "environment.json") or {}
     info = record.get("info") or {
         "flavor": tags.get("nb2prod.flavor"),
         "class_name": tags.get("nb2prod.class"),
@@ -412,33 +440,109 @@ def export_model(
         "feature_names": None,
         "trusted_types": [],
     }
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            # the logged model, as the capture hashed it (a registry download rewrites
+            # registered_model_meta)
+            artifact_uri=f"models:/{tags['nb2prod.model_id']}" if tags.get("nb2prod.model_id") else mv.source,
+            dst_path=str(tmpdir / f"download-{mv.version}"),
+            tracking_uri=settings.tracking_uri,
+        )
+    )
+    actual = sha256_tree(local)
+    changed = [rel for rel, want in recorded.items() if actual.get(rel) != want]
+    if changed:
+        raise ExportError(
+            f"model file {changed[0]} of {name}/{mv.version} differs from what was recorded at capture"
+            + (" (missing)" if changed[0] not in actual else ""),
+            hint="the artifact was changed after capture; re-capture the model from the notebook",
+        )
+    files = tmpdir / f"model-{mv.version}"
+    for rel in recorded:
+        dst = files / "mlflow" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(local / rel, dst)
+    model_hash = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:12]
+    return _Fetched(
+        version=str(mv.version),
+        run_id=run_id,
+        tags=tags,
+        record=record,
+        info=info,
+        recorded=recorded,
+        local=local,
+        files=files,
+        model_tag=f"{bento_name(name)}:v{mv.version}-{model_hash}",
+    )
+
+
+def _companions(
+    client: MlflowClient, name: str, primary: str, alias: str | None, extra: list[str] | tuple[str, ...]
+) -> tuple[list[str], str | None]:
+    """Versions the Bento carries beside ``primary``, and which one is the fallback.
+
+    The fallback is the version the champion replaced (the alias history), so a rollback
+    and the answer-from-previous fallback need no rebuild; the ``challenger`` alias rides
+    along for a canary; ``extra`` are asked for by name.
+    """
+    from nb2prod import registry
+
+    fallback = registry.replaced_version(client, name, primary, alias or registry.CHAMPION)
+    out: list[str] = []
+    for version in (fallback, registry.alias_version(client, name, registry.CHALLENGER), *extra):
+        if version and str(version) != primary and str(version) not in out:
+            out.append(str(version))
+    return out, fallback
+
+
+def export_model(
+    ref: str,
+    *,
+    output: str | Path | None = None,
+    settings: Settings | None = None,
+    serving: dict[str, Any] | None = None,
+    with_versions: list[str] | tuple[str, ...] = (),
+    canary: tuple[str, float] | None = None,
+) -> ExportResult:
+    """Export ``NAME[@alias|/version]`` as the Bento ``NAME:v<version>-<hash>`` (see module doc).
+
+    The Bento also carries the version the exported one replaced as champion (the
+    fallback and the rollback target), the ``challenger`` alias if set, and
+    ``with_versions``; ``canary`` = (version, percent) starts it with a canary split.
+
+    Raises:
+        ExportError: unknown model, artifacts changed since capture, a companion version
+            with other input columns, or the build failed.
+    """
+    from nb2prod import tracking
+    from nb2prod.capture.models import TRUSTED_MODULE_PREFIXES
+
+    started = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings = settings or load_settings()
+    name, alias, version = parse_ref(ref)
+    unknown = set(serving or {}) - set(DEFAULT_SERVING)
+    if unknown:
+        raise ExportError(f"unknown serving options {sorted(unknown)}", hint=f"use {sorted(DEFAULT_SERVING)}")
+    client = tracking.client(settings)
+    mv = _resolve(client, name, alias, version)
+    companions, fallback = _companions(client, name, str(mv.version), alias, list(with_versions))
+    if canary is not None:
+        if str(canary[0]) == str(mv.version):
+            raise ExportError(
+                f"the canary version {canary[0]} is the exported version itself",
+                hint="give the challenger's version: --canary-version V",
+            )
+        if not 0 < canary[1] <= 100:
+            raise ExportError(f"canary percent {canary[1]} is not in (0, 100]", hint="e.g. --canary 10")
+        if str(canary[0]) not in companions:
+            companions.append(str(canary[0]))
 
     with tempfile.TemporaryDirectory(prefix="nb2prod-export-") as tmp:
         tmpdir = Path(tmp)
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                # the logged model, as the capture hashed it (a registry download rewrites
-                # registered_model_meta)
-                artifact_uri=f"models:/{tags['nb2prod.model_id']}"
-                if tags.get("nb2prod.model_id")
-                else mv.source,
-                dst_path=str(tmpdir / "download"),
-                tracking_uri=settings.tracking_uri,
-            )
-        )
-        actual = sha256_tree(local)
-        changed = [rel for rel, want in recorded.items() if actual.get(rel) != want]
-        if changed:
-            raise ExportError(
-                f"model file {changed[0]} of {name}/{mv.version} differs from what was recorded at capture"
-                + (" (missing)" if changed[0] not in actual else ""),
-                hint="the artifact was changed after capture; re-capture the model from the notebook",
-            )
-        model_files = tmpdir / "model"
-        for rel in recorded:
-            dst = model_files / "mlflow" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(local / rel, dst)
+        main = _fetch(client, settings, name, mv, tmpdir)
+        run_id, tags, record, info = main.run_id, main.tags, main.record, main.info
+        environment = tracking.load_json_artifact(client, run_id, "environment.json") or {}
 
         dataset = _training_dataset(client, run_id, record)
         target_name = dataset.get("target") if dataset else None
@@ -460,7 +564,7 @@ def export_model(
                 {"name": target_name, "profile": profile[target_name]} if target_name in profile else None
             )
         else:
-            schema = _schema_from_signature(local)
+            schema = _schema_from_signature(main.local)
             reference, target = {}, None
         if not schema:
             raise ExportError(
@@ -468,9 +572,27 @@ def export_model(
                 hint="track the training frame with %nb2prod data DF --role train before %nb2prod model",
             )
 
+        carried = [main]
+        columns = [c["name"] for c in schema]
+        for other in companions:
+            fetched = _fetch(client, settings, name, _resolve(client, name, None, other), tmpdir)
+            wants = fetched.info.get("feature_names")
+            if wants is not None and list(wants) != columns:
+                if (
+                    other == fallback
+                    and other not in with_versions
+                    and (canary is None or other != canary[0])
+                ):
+                    fallback = None  # the replaced version reads other columns: it cannot stand in
+                    continue
+                raise ExportError(
+                    f"{name}/{other} reads other input columns than {name}/{mv.version}",
+                    hint="one Bento serves one input contract: export the versions separately",
+                )
+            carried.append(fetched)
+
         bname = bento_name(name)
-        model_hash = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:12]
-        model_tag = f"{bname}:v{mv.version}-{model_hash}"
+        model_tag = main.model_tag
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
@@ -479,18 +601,13 @@ def export_model(
             "model_uri": f"models:/{name}/{mv.version}",
             "alias": alias,
             "bento_model_tag": model_tag,
-            "model": {
-                "flavor": info.get("flavor"),
-                "class_name": info.get("class_name"),
-                "is_classifier": bool(info.get("is_classifier")),
-                "has_proba": bool(info.get("has_proba")),
-                "classes": info.get("classes"),
-                "trusted_types": info.get("trusted_types") or [],
-                "artifact_sha256": recorded,
-            },
+            "model": {k: v for k, v in main.block().items() if k not in ("bento_model_tag", "run_id")},
+            "models": {f.version: f.block() for f in carried},
+            "fallback": fallback if fallback in {f.version for f in carried} else None,
             "trusted_prefixes": list(TRUSTED_MODULE_PREFIXES),
             "schema": schema,
             "reference": reference,
+            "reference_rows": dataset.get("n_rows") if dataset else None,
             "target": target,
             "provenance": {
                 "run_id": run_id,
@@ -504,11 +621,17 @@ def export_model(
                 "python_version": environment.get("python_version"),
                 "dataset": dataset.get("name") if dataset else None,
             },
-            "serving": {**DEFAULT_SERVING, **(serving or {})},
+            "serving": {
+                **DEFAULT_SERVING,
+                **(serving or {}),
+                "canary": {"version": str(canary[0]), "percent": float(canary[1])} if canary else None,
+            },
         }
         pins = _pins(record, environment)
-        files = _render(manifest, model_tag, pins, str(environment.get("python_version") or ""))
-        content = _content_hash(files, recorded)
+        files = _render(
+            manifest, [f.model_tag for f in carried], pins, str(environment.get("python_version") or "")
+        )
+        content = _content_hash(files, {f.version: f.recorded for f in carried})
         bversion = f"v{mv.version}-{content[:12]}"
         tag = f"{bname}:{bversion}"
         source_dir = settings.home / BENTOS_DIR / name
@@ -527,12 +650,12 @@ def export_model(
                     _run_build(
                         source_dir,
                         staging,
-                        model_files,
-                        model_tag,
+                        [(str(f.files), f.model_tag) for f in carried],
                         bversion,
                         {"nb2prod.content": content[:32]},
                     )
-                    _publish(staging, home, "models", bname, model_tag.split(":", 1)[1])
+                    for f in carried:
+                        _publish(staging, home, "models", bname, f.model_tag.split(":", 1)[1])
                     _publish(staging, home, "bentos", bname, bversion)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -549,6 +672,7 @@ def export_model(
                     }
                     stored["bentofile.yaml"] = files["bentofile.yaml"]
                     _write_tree(source_dir, stored)
+                _atomic_text(home / "bentos" / bname / "latest", bversion)
     archive = _archive(home, tag, Path(output)) if output else None
     return ExportResult(
         tag=tag,
@@ -561,6 +685,9 @@ def export_model(
         built=built,
         archive=archive,
         seconds=time.perf_counter() - started,
+        versions=tuple(f.version for f in carried),
+        fallback=manifest["fallback"],
+        canary=manifest["serving"]["canary"],
     )
 
 

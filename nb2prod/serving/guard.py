@@ -31,7 +31,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # A refused oversized body is still read (and dropped) up to this many times the limit.
 DRAIN_FACTOR = 16
 PICKLE_TYPES = ("pickle", "python-pickle", "x-python-pickle", "x-pickle", "octet-stream")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,56}$")  # room for "-i" per row of a batch
 
 
 class BadRequest(Exception):
@@ -57,7 +57,7 @@ class InputGuard:
         path: The route to guard.
         max_body_bytes: Larger bodies get 413.
         max_rows: More rows in one request get 413.
-        on_invalid: Called with the reason of every refused request (the metric).
+        on_invalid: Called with the reason and the first field named of every refused request.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class InputGuard:
         path: str = "/predict",
         max_body_bytes: int = 1 << 20,
         max_rows: int = 1000,
-        on_invalid: Callable[[str], None] | None = None,
+        on_invalid: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.app = app
         self.path = path
@@ -91,7 +91,7 @@ class InputGuard:
             forwarded = self._validate(body, request_id)
         except BadRequest as bad:
             if self.on_invalid is not None:
-                self.on_invalid(bad.reason)
+                self.on_invalid(bad.reason, bad.detail[0].get("field") if bad.detail else None)
             await _json_response(send, bad.status, _error_body(bad, request_id), request_id)
             return
         await self._forward(scope, send, forwarded, request_id)
@@ -176,9 +176,10 @@ class InputGuard:
             first = detail[0] if detail else {"field": prefix, "problem": "invalid"}
             raise BadRequest(422, reason, f"{first['field']}: {first['problem']}", detail) from None
         out = []
-        for item in parsed:
+        for i, item in enumerate(parsed):
             values = item.model_dump(mode="python")
-            values[REQUEST_ID_FIELD] = request_id
+            # every row gets its own id (feedback names rows): the request's id, plus -i in a batch
+            values[REQUEST_ID_FIELD] = request_id if len(parsed) == 1 else f"{request_id}-{i}"
             out.append(values)
         return json.dumps({"rows": out}, default=str).encode()
 

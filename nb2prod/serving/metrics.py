@@ -62,3 +62,51 @@ def drift(report: dict[str, Any]) -> None:
     pred = report.get("prediction") or {}
     if pred.get("psi") is not None:
         _prediction_psi.set(pred["psi"])
+
+
+_predictions: Any = bentoml.metrics.Counter(
+    name="nb2prod_predictions_total",
+    documentation="Rows answered, by the model version that answered them",
+    labelnames=["model_version"],
+)
+_fallbacks: Any = bentoml.metrics.Counter(
+    name="nb2prod_fallback_total",
+    documentation="Rows a model version raised on, answered by the fallback version instead",
+    labelnames=["model_version"],
+)
+_active: Any = bentoml.metrics.Gauge(
+    name="nb2prod_active_model",
+    documentation="1 for the model version that answers (0 for the others carried)",
+    labelnames=["model_version"],
+    multiprocess_mode="livemax",
+)
+_canary: Any = bentoml.metrics.Gauge(
+    name="nb2prod_canary_percent",
+    documentation="Share of the rows routed to the canary version",
+    labelnames=["model_version"],
+    multiprocess_mode="livemax",
+)
+_known_versions: set[str] = set()
+
+
+def predicted(versions: list[str]) -> None:
+    counts: dict[str, int] = {}
+    for v in versions:
+        counts[v] = counts.get(v, 0) + 1
+    for v, n in counts.items():
+        _predictions.labels(model_version=v).inc(n)
+
+
+def fallback(version: str, n: int) -> None:
+    _fallbacks.labels(model_version=version).inc(n)
+
+
+def state(active: str, canary: dict[str, Any] | None) -> None:
+    _known_versions.add(active)
+    if canary:
+        _known_versions.add(str(canary["version"]))
+    for v in _known_versions:
+        _active.labels(model_version=v).set(1 if v == active else 0)
+        _canary.labels(model_version=v).set(
+            float(canary["percent"]) if canary and canary["version"] == v else 0
+        )

@@ -19,9 +19,10 @@ import logging
 import math
 import os
 import queue
-import sqlite3
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,137 +30,94 @@ from typing import Any
 from bentoml._internal.monitoring.base import MON_COLUMN_VAR, MON_DATAS_VAR
 from bentoml.monitoring import MonitorBase
 
+from .store import PREDICTION_COLUMN, SQL_INSERT_PREDICTION, SQL_UPSERT_SKETCH, Store
+
 logger = logging.getLogger("nb2prod.serving")
 
-META_COLUMNS = ("request_id", "timestamp")
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS predictions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    monitor TEXT NOT NULL,
-    model_version TEXT,
-    features TEXT NOT NULL,
-    prediction TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
-"""
-
-
-def is_sqlite_file(store: str) -> bool:
-    """A plain path or ``sqlite:///path``: written with sqlite3 directly (WAL)."""
-    return store.startswith("sqlite:///") or "://" not in store
-
-
-def store_path(store: str) -> Path:
-    """A SQLite store option (``sqlite:///abs/path`` or a plain path) as a file path."""
-    if store.startswith("sqlite:///"):
-        return Path(store[len("sqlite:///") :])
-    return Path(store)
-
-
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A SQLite connection in WAL mode with a busy timeout (many workers share one file)."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA_SQL)
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
-
-
+META_COLUMNS = ("request_id", "timestamp", "model_version")
 INSERT_COLUMNS = ("request_id", "ts", "monitor", "model_version", "features", "prediction")
-
-
-class _SqliteStore:
-    def __init__(self, store: str) -> None:
-        self.path = store_path(store)
-        self.conn: sqlite3.Connection | None = None
-
-    def write(self, batch: list[tuple[Any, ...]]) -> None:
-        if self.conn is None:
-            self.conn = connect(self.path)
-        with self.conn:
-            self.conn.executemany(
-                f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", batch
-            )
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
-_tables: dict[str, Any] = {}
-
-
-def _sa_table(url: str) -> tuple[Any, Any]:
-    """The engine and ``predictions`` table of a SQLAlchemy URL (PostgreSQL at scale)."""
-    import sqlalchemy as sa
-
-    if url not in _tables:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-        meta = sa.MetaData()
-        table = sa.Table(
-            "predictions",
-            meta,
-            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("request_id", sa.String(64), nullable=False, index=True),
-            sa.Column("ts", sa.Float, nullable=False),
-            sa.Column("monitor", sa.String(200), nullable=False),
-            sa.Column("model_version", sa.String(64)),
-            sa.Column("features", sa.Text, nullable=False),
-            sa.Column("prediction", sa.Text, nullable=False),
-        )
-        meta.create_all(engine)
-        _tables[url] = (engine, table)
-    return _tables[url]
-
-
-class _SqlAlchemyStore:
-    def __init__(self, store: str) -> None:
-        self.url = store
-
-    def write(self, batch: list[tuple[Any, ...]]) -> None:
-        engine, table = _sa_table(self.url)
-        with engine.begin() as conn:
-            conn.execute(table.insert(), [dict(zip(INSERT_COLUMNS, row, strict=True)) for row in batch])
-
-    def close(self) -> None:
-        return None
-
-
-def open_store(store: str) -> _SqliteStore | _SqlAlchemyStore:
-    return _SqliteStore(store) if is_sqlite_file(store) else _SqlAlchemyStore(store)
+SKETCH_FLUSH_S = 1.0
 
 
 def recent(store: str, window: int) -> list[tuple[str, str]]:
     """The newest ``window`` logged (features, prediction) rows; empty when nothing was logged."""
     try:
-        if is_sqlite_file(store):
-            path = store_path(store)
-            if not path.exists():
-                return []
-            conn = connect(path, readonly=True)
-            try:
-                cur = conn.execute(
-                    "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT ?", (window,)
-                )
-                return [(str(a), str(b)) for a, b in cur.fetchall()]
-            finally:
-                conn.close()
-        import sqlalchemy as sa
-
-        engine, table = _sa_table(store)
-        query = sa.select(table.c.features, table.c.prediction).order_by(table.c.seq.desc()).limit(window)
-        with engine.connect() as conn:
-            return [(str(a), str(b)) for a, b in conn.execute(query)]
+        return [
+            (str(a), str(b))
+            for a, b in Store(store, readonly=True).query(
+                "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT :n", {"n": window}
+            )
+        ]
     except Exception as exc:  # a store that cannot be read gives an empty window, and says so once per call
         logger.warning("nb2prod: cannot read the prediction store: %s", exc)
         return []
+
+
+class Sketcher:
+    """Per-minute drift sketches of every feature and of the prediction, kept by one writer.
+
+    Counts accumulate in memory per (minute, model version, column); the writer
+    rewrites its own rows for the minutes that changed at most once a second. Readers
+    (``nb2prod monitor``) add up the rows of all writers.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any]) -> None:
+        from . import sketch
+
+        self._sketch = sketch.sketch
+        self.columns: dict[str, Mapping[str, Any]] = dict(manifest.get("reference") or {})
+        target = manifest.get("target") or {}
+        if target.get("profile"):
+            self.columns[PREDICTION_COLUMN] = target["profile"]
+        self.writer_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.acc: dict[tuple[int, str, str], list[Any]] = {}
+        self.dirty: set[tuple[int, str, str]] = set()
+        self.last_flush = 0.0
+
+    def add(self, batch: list[tuple[Any, ...]]) -> None:
+        """Fold rows (request_id, ts, monitor, version, features, prediction) into the sketches."""
+        import numpy as np
+
+        groups: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+        for row in batch:
+            groups.setdefault((int(row[1] // 60) * 60, str(row[3] or "")), []).append(row)
+        for (bucket, version), rows in groups.items():
+            for column, profile in self.columns.items():
+                if column == PREDICTION_COLUMN:
+                    values = [r[5].get("prediction") if isinstance(r[5], dict) else None for r in rows]
+                else:
+                    values = [r[4].get(column) if isinstance(r[4], dict) else None for r in rows]
+                counts = np.asarray(self._sketch(profile, values), dtype=np.int64)
+                key = (bucket, version, column)
+                slot = self.acc.get(key)
+                if slot is None:
+                    self.acc[key] = [len(rows), counts]
+                else:
+                    slot[0] += len(rows)
+                    slot[1] = slot[1] + counts
+                self.dirty.add(key)
+
+    def due(self, now: float) -> bool:
+        return bool(self.dirty) and now - self.last_flush >= SKETCH_FLUSH_S
+
+    def flush(self, store: Store, now: float) -> None:
+        rows = [
+            {
+                "bucket": bucket,
+                "model_version": version,
+                "col": column,
+                "writer": self.writer_id,
+                "n": int(self.acc[(bucket, version, column)][0]),
+                "counts": self.acc[(bucket, version, column)][1].astype("<i8").tobytes(),
+            }
+            for bucket, version, column in sorted(self.dirty)
+        ]
+        store.write(SQL_UPSERT_SKETCH, rows)
+        self.dirty.clear()
+        self.last_flush = now
+        # minutes that ended more than two minutes ago will not change again
+        for key in [k for k in self.acc if k[0] < now - 180]:
+            del self.acc[key]
 
 
 def _jsonable(value: Any) -> Any:
@@ -187,6 +145,7 @@ class _Writer:
         self.on_write = on_write
         self.dropped = 0
         self.written = 0
+        self.sketcher: Sketcher | None = None
         self._thread = threading.Thread(target=self._run, name="nb2prod-monitor-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -199,8 +158,20 @@ class _Writer:
             if self.on_drop is not None:
                 self.on_drop(1)
 
+    def put_event(self, event: dict[str, Any]) -> None:
+        """Queue an event (``kind``: invalid, fallback, error) for the ``events`` table."""
+        self.put(("__event__", {**event, "ts": event.get("ts", time.time())}))
+
+    def set_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Start sketching features and predictions against this manifest's reference profiles."""
+        if self.sketcher is None:
+            try:
+                self.sketcher = Sketcher(manifest)
+            except Exception as exc:  # no sketches, but predictions are still logged
+                logger.error("nb2prod: drift sketches are off: %s", exc)
+
     def _run(self) -> None:
-        conn = open_store(self.store)
+        store = Store(self.store)
         while True:
             item = self.queue.get()
             if item is None:
@@ -209,34 +180,51 @@ class _Writer:
             # (a commit per row cost ~1 ms of server CPU per request under load).
             time.sleep(self.linger)
             batch = [item]
+            done = False
             while len(batch) < 5000:
                 try:
                     more = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._write(conn, batch)
-                    conn.close()
-                    return
+                    done = True
+                    break
                 batch.append(more)
-            self._write(conn, batch)
-        conn.close()
+            self._write(store, batch, final=done)
+            if done:
+                break
+        store.close()
 
-    def _write(self, conn: _SqliteStore | _SqlAlchemyStore, batch: list[tuple[Any, ...]]) -> None:
-        batch = [(*row[:4], _encode(row[4]), _encode(row[5])) for row in batch]
+    def _write(self, store: Store, batch: list[tuple[Any, ...]], *, final: bool = False) -> None:
+        events = [row[1] for row in batch if row[0] == "__event__"]
+        predictions = [row for row in batch if row[0] != "__event__"]
+        if self.sketcher is not None and predictions:
+            try:
+                self.sketcher.add(predictions)
+            except Exception as exc:
+                logger.error("nb2prod: drift sketch failed on %d rows: %s", len(predictions), exc)
+        rows = [
+            dict(zip(INSERT_COLUMNS, (*row[:4], _encode(row[4]), _encode(row[5])), strict=True))
+            for row in predictions
+        ]
         for attempt in range(5):
             try:
-                conn.write(batch)
-                self.written += len(batch)
-                if self.on_write is not None:
-                    self.on_write(len(batch))
+                store.write(SQL_INSERT_PREDICTION, rows)
+                if events:
+                    store.add_events(events)
+                now = time.time()
+                if self.sketcher is not None and (final or self.sketcher.due(now)):
+                    self.sketcher.flush(store, now)
+                self.written += len(rows)
+                if self.on_write is not None and rows:
+                    self.on_write(len(rows))
                 return
             except Exception as exc:  # locked by another worker, server away: retry, then count
                 if attempt == 4:
-                    logger.error("prediction store write failed (%s): %d rows dropped", exc, len(batch))
-                    self.dropped += len(batch)
+                    logger.error("prediction store write failed (%s): %d rows dropped", exc, len(rows))
+                    self.dropped += len(rows)
                     if self.on_drop is not None:
-                        self.on_drop(len(batch))
+                        self.on_drop(len(rows))
                     return
                 time.sleep(0.05 * (attempt + 1))
 
@@ -275,6 +263,7 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         store: str = "",
         model_version: str = "",
         queue_size: int = 100_000,
+        manifest: str = "",
         **_: Any,
     ) -> None:
         super().__init__(name)
@@ -283,6 +272,8 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         self.model_version = model_version
         self.store = store or str(Path("predictions.db").resolve())
         self.writer = writer_for(self.store, queue_size, metrics.dropped, metrics.logged)
+        if manifest:
+            self.writer.set_manifest(json.loads(Path(manifest).read_text(encoding="utf-8")))
         self._features: list[str] = []
         self._predictions: list[str] = []
 
@@ -310,6 +301,7 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         n = min((len(v) for v in columns.values()), default=0)
         ids = columns.get("request_id", [""] * n)
         stamps = columns.get("timestamp", [time.time()] * n)
+        versions = columns.get("model_version", [self.model_version] * n)
         features = [c for c in self._features if c in columns]
         predictions = [c for c in self._predictions if c in columns]
         for i in range(n):
@@ -318,7 +310,7 @@ class PredictionStoreMonitor(MonitorBase[Any]):
                     str(ids[i]),
                     float(stamps[i]),
                     self.name,
-                    self.model_version,
+                    str(versions[i]),
                     {c: columns[c][i] for c in features},
                     {c: columns[c][i] for c in predictions},
                 )

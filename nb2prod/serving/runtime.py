@@ -18,7 +18,10 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,17 @@ logger = logging.getLogger("nb2prod.serving")
 
 MODEL_SUBDIR = "mlflow"
 STORE_ENV = "NB2PROD_PREDICTION_STORE"
+
+
+@dataclass
+class Routed:
+    """A routed batch: per row the prediction, probabilities and the version that answered."""
+
+    predictions: list[Any]
+    probabilities: list[dict[str, float] | None] | None
+    versions: list[str]
+    fallbacks: int
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 class IntegrityError(Exception):
@@ -109,41 +123,31 @@ def load_verified(manifest: Mapping[str, Any], model_path: Path) -> Any:
         return loaded
 
 
-class Runtime:
-    """The loaded model and its contract; ready once the files checked out and the model loaded."""
+class ModelSlot:
+    """One model version the Bento carries: verified and loaded in the background."""
 
     def __init__(
-        self, manifest: Mapping[str, Any], model_path: str | Path, *, background: bool = True
+        self, manifest: Mapping[str, Any], version: str, info: Mapping[str, Any], path: Path
     ) -> None:
         self.manifest = manifest
-        self.model_path = Path(model_path)
-        self.schema: list[Mapping[str, Any]] = list(manifest["schema"])
-        self.columns = [c["name"] for c in self.schema]
-        self._all_float = all(
-            c["kind"] == "float" and (c.get("dtype") or "float64") == "float64" for c in self.schema
-        )
-        self.info = manifest["model"]
+        self.version = version
+        self.info = info
+        self.path = path
         self.model: Any = None
         self.classes: list[Any] | None = None
         self.ready = False
         self.failure: str | None = None
-        self.started_at = time.time()
-        if background:
-            threading.Thread(target=self._load, name="nb2prod-model-loader", daemon=True).start()
-        else:
-            self._load()
 
-    def _load(self) -> None:
+    def load(self) -> None:
         name = self.manifest["name"]
         try:
-            model = load_verified(self.manifest, self.model_path)
+            model = load_verified({**self.manifest, "model": self.info}, self.path)
         except IntegrityError as exc:
             self.failure = f"integrity check failed: {exc}"
-            logger.error("nb2prod: model %s NOT LOADED, the service stays not ready: %s", name, self.failure)
-            return
         except Exception as exc:
             self.failure = f"loading failed: {type(exc).__name__}: {exc}"
-            logger.error("nb2prod: model %s NOT LOADED, the service stays not ready: %s", name, self.failure)
+        if self.failure:
+            logger.error("nb2prod: model %s version %s NOT LOADED: %s", name, self.version, self.failure)
             return
         self.model = model
         classes = getattr(model, "classes_", None)
@@ -151,7 +155,179 @@ class Runtime:
             [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
         )
         self.ready = True
-        logger.info("nb2prod: model %s version %s verified and loaded", name, self.manifest["model_version"])
+        logger.info("nb2prod: model %s version %s verified and loaded", name, self.version)
+
+
+def carried_models(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Version -> model block of every model the Bento carries (the primary first)."""
+    models = manifest.get("models")
+    if models:
+        return {str(v): dict(m) for v, m in models.items()}
+    return {
+        str(manifest["model_version"]): {**manifest["model"], "bento_model_tag": manifest["bento_model_tag"]}
+    }
+
+
+def canary_share(request_id: str) -> float:
+    """Where a request id falls in [0, 100): the same id always takes the same route."""
+    return (zlib.crc32(request_id.encode()) % 10_000) / 100.0
+
+
+def _iso_ts(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class Runtime:
+    """The models the Bento carries, which one answers, and the fallback when it raises.
+
+    The active version starts as the exported one; ``apply_control`` (the store's
+    ``control`` table, written by ``nb2prod promote/rollback`` or the admin endpoints)
+    switches it, or sends a share of the rows to a canary, without a restart. Routing
+    is per row, by a hash of its request id, so a retried request takes the same route.
+    """
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        model_paths: str | Path | Mapping[str, str | Path],
+        *,
+        background: bool = True,
+    ) -> None:
+        self.manifest = manifest
+        self.schema: list[Mapping[str, Any]] = list(manifest["schema"])
+        self.columns = [c["name"] for c in self.schema]
+        self._all_float = all(
+            c["kind"] == "float" and (c.get("dtype") or "float64") == "float64" for c in self.schema
+        )
+        carried = carried_models(manifest)
+        if not isinstance(model_paths, Mapping):
+            model_paths = {next(iter(carried)): model_paths}
+        self.slots = {
+            v: ModelSlot(manifest, v, info, Path(model_paths[v]))
+            for v, info in carried.items()
+            if v in model_paths
+        }
+        self.primary = str(manifest["model_version"])
+        self.active = self.primary
+        canary = (manifest.get("serving") or {}).get("canary") or {}
+        self.canary: tuple[str, float] | None = (
+            (str(canary["version"]), float(canary["percent"])) if canary.get("version") else None
+        )
+        self.exported_ts = _iso_ts(manifest.get("exported_at"))
+        self.control_seen: dict[str, float] = {}
+        self.fallbacks: dict[str, int] = {}
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        if background:
+            threading.Thread(target=self._load, name="nb2prod-model-loader", daemon=True).start()
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        for slot in self.slots.values():
+            slot.load()
+
+    # -- compatibility with the one-model runtime --------------------------------------------
+    @property
+    def info(self) -> Mapping[str, Any]:
+        return self.slots[self.active].info
+
+    @property
+    def model(self) -> Any:
+        return self.slots[self.active].model
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.slots[self.active].classes
+
+    @property
+    def ready(self) -> bool:
+        return self.slots[self.active].ready
+
+    @property
+    def failure(self) -> str | None:
+        return self.slots[self.active].failure
+
+    # -- switches ---------------------------------------------------------------------------
+    def check_version(self, version: str) -> ModelSlot:
+        """The slot of ``version``; ValueError naming what the Bento carries when it cannot serve it."""
+        slot = self.slots.get(str(version))
+        if slot is None:
+            carried = ", ".join(self.slots)
+            raise ValueError(
+                f"version {version} is not in this Bento (it carries {carried}): "
+                "export it (nb2prod export NAME@champion) and deploy the new Bento"
+            )
+        if not slot.ready:
+            raise ValueError(
+                f"version {version} is carried but not loaded: {slot.failure or 'still loading'}"
+            )
+        return slot
+
+    def set_active(self, version: str) -> None:
+        slot = self.check_version(version)
+        with self._lock:
+            self.active = slot.version
+            if self.canary and self.canary[0] == slot.version:
+                self.canary = None
+
+    def set_canary(self, version: str | None, percent: float) -> None:
+        if not version or percent <= 0:
+            self.canary = None
+            return
+        if not 0 < percent <= 100:
+            raise ValueError(f"canary percent must be in (0, 100], got {percent}")
+        slot = self.check_version(version)
+        if slot.version == self.active:
+            raise ValueError(f"version {version} is already the active model")
+        self.canary = (slot.version, float(percent))
+
+    def apply_control(self, control: Mapping[str, tuple[Any, float]]) -> list[str]:
+        """Follow switches set after this Bento was exported; returns what changed (for the log)."""
+        changed: list[str] = []
+        for name in ("active", "canary"):
+            if name not in control:
+                continue
+            value, at = control[name]
+            if at <= self.exported_ts or self.control_seen.get(name) == at:
+                continue
+            self.control_seen[name] = at
+            try:
+                if name == "active":
+                    if str(value) != self.active:
+                        self.set_active(str(value))
+                        changed.append(f"active model is now version {self.active}")
+                else:
+                    value = value or {}
+                    self.set_canary(value.get("version"), float(value.get("percent") or 0))
+                    changed.append(f"canary: {self.canary_state()}")
+            except ValueError as exc:
+                logger.error("nb2prod: cannot follow the %s switch: %s", name, exc)
+        return changed
+
+    def canary_state(self) -> dict[str, Any] | None:
+        return {"version": self.canary[0], "percent": self.canary[1]} if self.canary else None
+
+    def fallback_for(self, version: str) -> str | None:
+        """The version that answers when ``version`` raises: the active one, else the one it replaced."""
+        for candidate in (self.active, self.manifest.get("fallback"), self.primary, *self.slots):
+            slot = self.slots.get(str(candidate)) if candidate else None
+            if slot is not None and slot.version != version and slot.ready:
+                return slot.version
+        return None
+
+    def route(self, request_ids: Sequence[str]) -> list[str]:
+        """The version that answers each row."""
+        active, canary = self.active, self.canary
+        if canary is None:
+            return [active] * len(request_ids)
+        version, percent = canary
+        return [version if canary_share(rid) < percent else active for rid in request_ids]
 
     def frame(self, rows: Sequence[Any]) -> Any:
         """Rows (pydantic models or dicts) as a DataFrame with the training dtypes.
@@ -187,25 +363,80 @@ class Runtime:
                 data[name] = np.array(values, dtype=object)
         return pd.DataFrame(data, columns=self.columns, copy=False)
 
-    def predict(self, rows: Sequence[Any]) -> tuple[list[Any], list[dict[str, float]] | None]:
-        """Predictions (JSON-native) and class probabilities for a batch of validated rows."""
+    def _predict_with(self, slot: ModelSlot, frame: Any) -> tuple[list[Any], list[dict[str, float]] | None]:
         import numpy as np
 
-        frame = self.frame(rows)
-        raw = self.model.predict(frame)
+        raw = slot.model.predict(frame)
         predictions = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(raw).tolist()]
         probabilities = None
-        if self.info.get("has_proba") and self.classes is not None:
-            proba = np.asarray(self.model.predict_proba(frame), dtype=float)
-            labels = [str(c) for c in self.classes]
+        if slot.info.get("has_proba") and slot.classes is not None:
+            proba = np.asarray(slot.model.predict_proba(frame), dtype=float)
+            labels = [str(c) for c in slot.classes]
             probabilities = [dict(zip(labels, row, strict=True)) for row in proba.tolist()]
         return predictions, probabilities
+
+    def predict(self, rows: Sequence[Any]) -> tuple[list[Any], list[dict[str, float]] | None]:
+        """Predictions (JSON-native) and class probabilities of the active model for validated rows."""
+        result = self.predict_routed(rows, [self.active] * len(rows))
+        return result.predictions, result.probabilities
+
+    def predict_routed(self, rows: Sequence[Any], versions: Sequence[str]) -> Routed:
+        """Predict each row with its routed version; a version that raises hands its rows to the fallback.
+
+        Raises:
+            RuntimeError: the routed version and its fallback both failed on these rows.
+        """
+        out = Routed(predictions=[None] * len(rows), probabilities=None, versions=list(versions), fallbacks=0)
+        any_proba = False
+        probas: list[dict[str, float] | None] = [None] * len(rows)
+        groups: dict[str, list[int]] = {}
+        for i, version in enumerate(versions):
+            groups.setdefault(version, []).append(i)
+        for version, index in groups.items():
+            part = [rows[i] for i in index]
+            frame = self.frame(part)
+            try:
+                preds, proba = self._predict_with(self.slots[version], frame)
+            except Exception as exc:
+                fallback = self.fallback_for(version)
+                if fallback is None:
+                    raise RuntimeError(
+                        f"model version {version} failed and no fallback is loaded: {exc}"
+                    ) from exc
+                logger.warning(
+                    "nb2prod: version %s raised %s on %d rows; version %s answered",
+                    version,
+                    type(exc).__name__,
+                    len(index),
+                    fallback,
+                )
+                with self._lock:
+                    self.fallbacks[version] = self.fallbacks.get(version, 0) + len(index)
+                out.fallbacks += len(index)
+                out.failed[version] = out.failed.get(version, 0) + len(index)
+                preds, proba = self._predict_with(self.slots[fallback], frame)
+                version = fallback
+            for j, i in enumerate(index):
+                out.predictions[i] = preds[j]
+                out.versions[i] = version
+                if proba is not None:
+                    probas[i] = proba[j]
+                    any_proba = True
+        out.probabilities = probas if any_proba else None  # type: ignore[assignment]
+        return out
 
     def metadata(self) -> dict[str, Any]:
         prov = self.manifest.get("provenance", {})
         return {
             "model": self.manifest["name"],
-            "model_version": self.manifest["model_version"],
+            "model_version": self.active,
+            "exported_version": self.primary,
+            "carried_versions": {
+                v: {"ready": slot.ready, "failure": slot.failure, "class_name": slot.info.get("class_name")}
+                for v, slot in self.slots.items()
+            },
+            "canary": self.canary_state(),
+            "fallbacks": dict(self.fallbacks),
             "model_uri": self.manifest.get("model_uri"),
             "alias": self.manifest.get("alias"),
             "bento": f"{self.manifest['bento_name']}:{self.manifest.get('bento_version', '')}",

@@ -1,0 +1,140 @@
+"""Alias history, routing, control and fallback: the parts of the loop that need no server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _register(client: Any, name: str, n: int) -> None:
+    client.create_registered_model(name)
+    for _ in range(n):
+        client.create_model_version(name, "file:///nowhere")
+
+
+def test_alias_moves_are_kept_in_order_with_who_and_why(client: Any) -> None:
+    from nb2prod import registry
+
+    _register(client, "m", 3)
+    registry.move_alias(client, "m", "champion", "1", reason="first")
+    registry.move_alias(client, "m", "champion", "2", reason="better", details={"accuracy": 0.97})
+    registry.move_alias(client, "m", "challenger", "3", reason="canary")
+    registry.move_alias(client, "m", "challenger", None, reason="refused")
+    events = registry.alias_history(client, "m")
+    assert [(e.seq, e.alias, e.from_version, e.to_version) for e in events] == [
+        (1, "champion", None, "1"),
+        (2, "champion", "1", "2"),
+        (3, "challenger", None, "3"),
+        (4, "challenger", "3", None),
+    ]
+    assert events[1].details == {"accuracy": 0.97} and "@" in events[1].actor
+    assert registry.alias_version(client, "m", "champion") == "2"
+    assert registry.alias_version(client, "m", "challenger") is None
+    assert registry.replaced_version(client, "m", "2") == "1"
+    assert registry.replaced_version(client, "m", "1") is None
+
+
+def test_rollback_toggles_like_rollout_undo_and_refuses_without_history(project: Path, client: Any) -> None:
+    from nb2prod import lifecycle, registry
+    from nb2prod.exceptions import LifecycleError
+    from nb2prod.serving.store import Store
+
+    _register(client, "m", 2)
+    with pytest.raises(LifecycleError, match="no champion"):
+        lifecycle.rollback("m")
+    first = lifecycle.promote("m", "1")
+    assert first.active == "1" and first.bento is None and not first.follows
+    with pytest.raises(LifecycleError, match="no version before 1"):
+        lifecycle.rollback("m")
+    lifecycle.promote("m", "2")
+    back = lifecycle.rollback("m")
+    assert back.active == "1" and back.event is not None and back.event.reason == "rollback from 2"
+    assert lifecycle.rollback("m").active == "2"
+    assert registry.alias_version(client, "m", "champion") == "2"
+    control = Store(back.store).control()
+    assert control["active"][0] == "2" and control["canary"][0] is None
+    with pytest.raises(LifecycleError, match="no version 9"):
+        lifecycle.promote("m", "9")
+    with pytest.raises(LifecycleError, match="champion already"):
+        lifecycle.promote("m", "2")
+    canary = lifecycle.promote("m", "1", canary=25)
+    assert canary.active == "2" and canary.canary == {"version": "1", "percent": 25.0}
+    assert registry.alias_version(client, "m", "challenger") == "1"
+
+
+class _Raises:
+    """A model that raises on rows whose x is negative (stands for an encoder meeting the unknown)."""
+
+    classes_ = [0, 1]
+
+    def predict(self, frame: Any) -> Any:
+        if (frame["x"] < 0).any():
+            raise ValueError("negative x")
+        return (frame["x"] > 1).astype(int).to_numpy()
+
+
+class _Plain:
+    classes_ = [0, 1]
+
+    def predict(self, frame: Any) -> Any:
+        return (frame["x"] > 2).astype(int).to_numpy()
+
+
+def _runtime(exported_at: str = "2026-01-01T00:00:00+00:00") -> Any:
+    from nb2prod.serving.runtime import Runtime
+
+    manifest = {
+        "name": "m",
+        "model_version": "2",
+        "fallback": "1",
+        "exported_at": exported_at,
+        "schema": [{"name": "x", "kind": "float", "dtype": "float64"}],
+        "model": {"flavor": "sklearn"},
+        "models": {"2": {"flavor": "sklearn"}, "1": {"flavor": "sklearn"}},
+        "serving": {},
+    }
+    runtime = Runtime(manifest, {"2": "/nowhere/2", "1": "/nowhere/1"}, background=True)
+    time.sleep(0.2)  # the loader fails on the missing files; put live models in
+    for version, model in (("2", _Raises()), ("1", _Plain())):
+        slot = runtime.slots[version]
+        slot.model, slot.classes, slot.ready, slot.failure = model, [0, 1], True, None
+    return runtime
+
+
+def test_rows_the_active_model_raises_on_are_answered_by_the_previous_version() -> None:
+    runtime = _runtime()
+    rows = [{"x": 3.0}, {"x": -1.0}, {"x": 1.5}]
+    result = runtime.predict_routed(rows, runtime.route(["a", "b", "c"]))
+    # the batch is one call per version: v2 raised on it, so v1 answered all three
+    assert result.versions == ["1", "1", "1"] and result.predictions == [1, 0, 0]
+    assert result.failed == {"2": 3} and runtime.fallbacks == {"2": 3}
+    ok = runtime.predict_routed([{"x": 3.0}], ["2"])
+    assert ok.versions == ["2"] and ok.predictions == [1] and ok.fallbacks == 0
+
+
+def test_canary_routes_a_stable_share_by_request_id() -> None:
+    runtime = _runtime()
+    runtime.set_canary("1", 20)
+    ids = [f"req-{i}" for i in range(5000)]
+    routes = runtime.route(ids)
+    share = routes.count("1") / len(ids)
+    assert 0.18 < share < 0.22
+    assert runtime.route(ids) == routes  # the same id always takes the same route
+    with pytest.raises(ValueError, match="already the active"):
+        runtime.set_canary("2", 10)
+    with pytest.raises(ValueError, match="not in this Bento"):
+        runtime.set_active("7")
+
+
+def test_control_older_than_the_bento_is_ignored_newer_is_followed() -> None:
+    runtime = _runtime(exported_at="2026-06-01T00:00:00+00:00")
+    old = time.mktime((2026, 5, 1, 0, 0, 0, 0, 0, 0))
+    assert runtime.apply_control({"active": ("1", old)}) == []
+    assert runtime.active == "2"
+    changed = runtime.apply_control({"active": ("1", time.time()), "canary": (None, time.time())})
+    assert runtime.active == "1" and "version 1" in changed[0]
+    assert runtime.apply_control({"active": ("9", time.time() + 1)}) == []  # not carried: logged, kept
+    assert runtime.active == "1"

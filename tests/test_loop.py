@@ -1,0 +1,333 @@
+"""The whole loop on a real store, real kernels and a real ``bentoml serve``.
+
+retrain (first champion, a better one promoted and exported, a worse one refused),
+serve the Bento (champion + the version it replaced), feedback, monitor (no drift on
+held-out rows, drift on an injected covariate shift), fallback to the previous version
+when the active one raises, a canary split, and a rollback the live service follows
+within 5 s with no restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import make_notebook
+
+pytestmark = pytest.mark.slow
+
+MODEL = "tumor"
+TOKEN = "s3cret-admin-token"
+
+# C and how the site encoder treats a site it never saw are parameters: "error" makes a
+# model that raises on an unseen site, so the service must answer from the previous version.
+NOTEBOOK_CELLS = [
+    ('C = 1.0\nunknown = "ignore"\nshift = 0.0', ["parameters"]),
+    "%load_ext nb2prod\n%nb2prod start tumor",
+    """import json
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 20, 21, 22, 23, 30]]
+rng = np.random.default_rng(0)
+frame.insert(0, "site", rng.choice(["clinic-a", "clinic-b", "clinic-c"], len(frame)).astype(object))
+train, test = train_test_split(frame, test_size=0.3, random_state=42, stratify=frame.target)""",
+    "%nb2prod data train --role train --target target\n%nb2prod data test --role test --target target",
+    """X = train.drop(columns="target")
+pre = ColumnTransformer([("site", OneHotEncoder(handle_unknown=unknown), ["site"])], remainder="passthrough")
+clf = make_pipeline(pre, StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X, train.target)""",
+    "%nb2prod model clf --name tumor",
+    """rows = json.loads(test.drop(columns="target").to_json(orient="records"))
+with open("heldout.json", "w") as fh:
+    json.dump({"rows": rows, "labels": test.target.tolist()}, fh)""",
+]
+
+
+@dataclass
+class Loop:
+    home: Path
+    notebook: Path
+    settings: Any
+    decisions: dict[str, Any]
+    heldout: dict[str, Any]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def _cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ, NB2PROD_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "nb2prod", *args],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory, store_template: Path) -> Iterator[Loop]:
+    """Three retrains: v1 (first champion), v2 (better, promoted, exported), v3 (worse, refused)."""
+    from nb2prod.demo import new_project
+
+    home = new_project(tmp_path_factory.mktemp("loop") / "project")
+    (home / ".nb2prod").mkdir()
+    shutil.copy(store_template, home / ".nb2prod" / "mlflow.db")
+    notebook = make_notebook(home / "notebooks" / "tumor.ipynb", NOTEBOOK_CELLS)
+    decisions = {}
+    for label, params, code in (
+        ("first", ["-p", "C", "0.0005"], 0),
+        ("better", ["-p", "C", "1.0", "-p", "unknown", "error"], 0),
+        ("worse", ["-p", "C", "0.0001"], 1),
+    ):
+        done = _cli(home, "retrain", MODEL, "--notebook", str(notebook), *params, "--no-progress")
+        assert done.returncode == code, (label, done.stdout, done.stderr)
+        decisions[label] = done.stdout
+    from nb2prod.config import load_settings
+
+    heldout = json.loads((notebook.parent / "heldout.json").read_text())
+    yield Loop(
+        home=home, notebook=notebook, settings=load_settings(home), decisions=decisions, heldout=heldout
+    )
+
+
+def _request(
+    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return err.code, json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
+
+
+@pytest.fixture(scope="module")
+def server(loop: Loop) -> Iterator[Server]:
+    from nb2prod.export.serve import free_port, serve_command
+
+    port = free_port()
+    cmd = serve_command(MODEL, port=port, settings=loop.settings)
+    env = dict(cmd.env, NB2PROD_ADMIN_TOKEN=TOKEN)
+    log = loop.home / "serve.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(cmd.argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if _request(url + "/readyz", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.3)
+    try:
+        yield Server(url=url, proc=proc, log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _predict(server: Server, rows: list[dict[str, Any]], rid: str | None = None) -> list[dict[str, Any]]:
+    headers = {"X-Request-ID": rid} if rid else {}
+    status, out = _request(server.url + "/predict", rows, headers=headers)
+    assert status == 200, out
+    return out
+
+
+def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(loop: Loop) -> None:
+    from nb2prod import registry, tracking
+
+    assert loop.decisions["first"].startswith("PROMOTED: tumor had no champion")
+    assert loop.decisions["better"].startswith("PROMOTED: accuracy")
+    assert "carries v2, v1" in loop.decisions["better"] or "exported tumor:v2-" in loop.decisions["better"]
+    assert loop.decisions["worse"].startswith("REFUSED: accuracy")
+    client = tracking.client(loop.settings)
+    assert registry.alias_version(client, MODEL, registry.CHAMPION) == "2"
+    assert registry.alias_version(client, MODEL, registry.CHALLENGER) is None
+    moves = [(e.alias, e.from_version, e.to_version) for e in registry.alias_history(client, MODEL)]
+    assert ("champion", None, "1") in moves and ("champion", "1", "2") in moves
+    assert ("challenger", "3", None) in moves  # the refused one does not stay challenger
+    refused = client.get_model_version(MODEL, "3")
+    assert refused.tags["nb2prod.decision"] == "refused"
+    decision = tracking.load_json_artifact(client, refused.run_id, "retrain/decision.json")
+    assert decision["champion_score"] > decision["challenger_score"] and decision["rows"] == len(
+        loop.heldout["rows"]
+    )
+
+
+def test_service_carries_champion_and_the_version_it_replaced(loop: Loop, server: Server) -> None:
+    status, meta = _request(server.url + "/metadata")
+    assert status == 200
+    assert meta["model_version"] == "2" and set(meta["carried_versions"]) == {"2", "1"}
+    assert all(v["ready"] for v in meta["carried_versions"].values())
+    out = _predict(server, loop.heldout["rows"][:20])
+    assert {o["model_version"] for o in out} == {"2"}
+
+
+def test_no_drift_on_heldout_rows_then_feedback_gives_live_quality(loop: Loop, server: Server) -> None:
+    from sklearn.metrics import accuracy_score
+
+    from nb2prod.lifecycle import monitor
+
+    rows, labels = loop.heldout["rows"], loop.heldout["labels"]
+    out = []
+    for start in range(0, len(rows), 40):
+        out += _predict(server, rows[start : start + 40])
+    time.sleep(2.5)  # the writer flushes sketches each second
+    report = monitor(MODEL, settings=loop.settings)
+    assert report.status == "ok", report.drifted
+    # half the labels through the endpoint, half from a CSV through the CLI
+    half = len(out) // 2
+    body = {
+        "labels": [
+            {"request_id": o["request_id"], "label": y}
+            for o, y in zip(out[:half], labels[:half], strict=False)
+        ]
+    }
+    status, stored = _request(server.url + "/feedback", body)
+    assert status == 200 and stored["stored"] == half
+    csv = loop.home / "labels.csv"
+    csv.write_text(
+        "request_id,label\n"
+        + "".join(f"{o['request_id']},{y}\n" for o, y in zip(out[half:], labels[half:], strict=False))
+    )
+    done = _cli(loop.home, "feedback", MODEL, str(csv))
+    assert done.returncode == 0, done.stderr
+    assert f"{len(out) - half} labels stored" in done.stdout
+    report = monitor(MODEL, settings=loop.settings).to_dict()
+    quality = report["quality"]
+    want = accuracy_score(labels, [o["prediction"] for o in out])
+    assert quality["labelled"] == len(out)
+    assert abs(quality["accuracy"] - want) < 1e-9
+
+
+def test_bad_feedback_is_a_4xx_naming_the_field(server: Server) -> None:
+    status, body = _request(server.url + "/feedback", {"request_id": "r1", "label": 7})
+    assert status == 422 and "label" in json.dumps(body)
+    status, body = _request(server.url + "/feedback", {"request_id": "r1"})
+    assert status == 422 and "label" in json.dumps(body)
+
+
+def test_drift_on_shifted_rows_and_the_monitor_exit_code(loop: Loop, server: Server) -> None:
+    rows = loop.heldout["rows"]
+    shifted = [dict(r, **{"mean radius": r["mean radius"] * 1.6 + 4}) for r in rows]
+    for _ in range(3):
+        for start in range(0, len(shifted), 40):
+            _predict(server, shifted[start : start + 40])
+    time.sleep(2.5)
+    html = loop.home / "report.html"
+    done = _cli(loop.home, "monitor", MODEL, "--html", str(html))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "mean radius" in done.stdout
+    text = html.read_text()
+    assert "<svg" in text and "mean radius" in text
+    done = _cli(loop.home, "monitor", MODEL, "--json")
+    report = json.loads(done.stdout)
+    assert "mean radius" in report["drifted"]
+    assert "mean texture" not in report["drifted"]
+
+
+def test_the_previous_version_answers_when_the_active_one_raises(loop: Loop, server: Server) -> None:
+    row = dict(loop.heldout["rows"][0], site="clinic-z")  # v2's encoder raises on an unseen site
+    out = _predict(server, [row])
+    assert out[0]["model_version"] == "1"
+    assert _request(server.url + "/metadata")[1]["fallbacks"] == {"2": 1}
+    status, text = _request(server.url + "/metrics")
+    assert status == 200
+    assert 'nb2prod_fallback_total{model_version="2"} 1.0' in text
+
+
+def test_admin_switches_need_the_token(server: Server) -> None:
+    body = {"version": "1", "percent": 30}
+    assert _request(server.url + "/admin/canary", body)[0] == 401
+    assert _request(server.url + "/admin/canary", body, {"Authorization": "Bearer wrong"})[0] == 401
+    status, out = _request(
+        server.url + "/admin/active", {"version": "9"}, {"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 409 and "not in this Bento" in json.dumps(out)
+
+
+def test_canary_split_is_near_the_asked_share(loop: Loop, server: Server) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, out = _request(server.url + "/admin/canary", {"version": "1", "percent": 30}, auth)
+    assert status == 200 and out["canary"] == {"version": "1", "percent": 30.0}
+    row = loop.heldout["rows"][1]
+    seen = [
+        _predict(server, [row], rid=f"canary-{uuid.uuid4().hex[:16]}")[0]["model_version"] for _ in range(300)
+    ]
+    share = seen.count("1") / len(seen)
+    assert 0.22 <= share <= 0.38, share
+    status, out = _request(server.url + "/admin/canary", {"version": None, "percent": 0}, auth)
+    assert status == 200 and out["canary"] is None
+
+
+def test_rollback_switches_the_live_service_within_5s(loop: Loop, server: Server) -> None:
+    row = loop.heldout["rows"][2]
+    assert _predict(server, [row])[0]["model_version"] == "2"
+    done = _cli(loop.home, "rollback", MODEL)
+    assert done.returncode == 0, done.stderr
+    assert "tumor@champion: 2 -> 1" in done.stdout and "follows" in done.stdout
+    started = time.monotonic()
+    while _predict(server, [row])[0]["model_version"] != "1":
+        assert time.monotonic() - started < 5, "the service did not follow the rollback within 5 s"
+        time.sleep(0.1)
+    done = _cli(loop.home, "promote", MODEL, "2")
+    assert done.returncode == 0, done.stderr
+    started = time.monotonic()
+    while _predict(server, [row])[0]["model_version"] != "2":
+        assert time.monotonic() - started < 5, "the service did not follow the promotion within 5 s"
+        time.sleep(0.1)
+    done = _cli(loop.home, "history", MODEL)
+    assert "rollback from 2" in done.stdout
+
+
+def test_lifecycle_errors_are_one_line(loop: Loop) -> None:
+    done = _cli(loop.home, "promote", MODEL, "42")
+    assert done.returncode == 2 and "no version 42" in done.stderr and "Traceback" not in done.stderr
+    done = _cli(loop.home, "rollback", MODEL, "--to", "2")
+    assert done.returncode == 2 and "champion already" in done.stderr
+    bad = loop.home / "bad.csv"
+    bad.write_text("request_id,label\nr1,7\n")
+    done = _cli(loop.home, "feedback", MODEL, str(bad))
+    assert done.returncode == 2 and "row 2" in done.stderr and "not a class" in done.stderr
+    done = _cli(loop.home, "monitor", MODEL, "--since", "yesterday-ish")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
