@@ -111,8 +111,10 @@ def _demo_serve(console: Any, project: Path) -> None:
 
     from nb2prod.demo import serve_demo
 
-    with console.status("exporting the model as a Bento, serving it, calling it..."):
+    with console.status("promote, retrain (refused), export, serve, call, drift, rollback..."):
         served = serve_demo(project)
+    refused = served.refused
+    console.print(f"[bold]nb2prod retrain[/bold] -p C 0.0001: {refused.action.upper()}: {refused.reason}")
     console.print(f"Bento [bold]{served.tag}[/bold] built; source in {served.source_dir}")
     table = Table(title=f"POST {served.url}/predict (server stopped again)")
     for column in ("row", "served", "MLflow model", "P(benign)", "request id"):
@@ -126,6 +128,18 @@ def _demo_serve(console: Any, project: Path) -> None:
     meta = served.metadata
     console.print(f"/metadata: model {meta['model']} v{meta['model_version']}, run {meta['run_id']}")
     console.print(f"/drift: {served.drift.get('status')} ({served.drift.get('window_rows')} rows logged)")
+    from nb2prod.monitoring.report import render_text
+
+    console.print(f"[bold]nb2prod monitor[/bold] after 200 held-out rows: {served.quiet.status}")
+    console.print("[bold]nb2prod monitor[/bold] after 400 rows with 'mean radius' x1.5, 'mean area' x2:")
+    console.print(render_text(served.drifted), markup=False, highlight=False)
+    back = served.rollback
+    event = back.event
+    took = f"{served.switch_seconds:.1f} s" if served.switch_seconds is not None else "NOT within 10 s"
+    console.print(
+        f"[bold]nb2prod rollback[/bold]: champion {event.from_version} -> {event.to_version}; "
+        f"the live service answered from v{back.active} after {took}, no rebuild, no restart"
+    )
 
 
 @main.command("export")

@@ -1,4 +1,4 @@
-"""``nb2prod demo``: the loop, as far as it exists, on a dataset bundled with scikit-learn.
+"""``nb2prod demo``: the whole loop on a dataset bundled with scikit-learn.
 
 The example notebook is built here (one source of truth); ``notebooks/train.ipynb``
 in the repository is written from :func:`example_notebook` and a test keeps the two equal.
@@ -211,6 +211,11 @@ class ServeReport:
         bad_request: Status and body of a deliberately bad request.
         metadata: ``/metadata`` of the service.
         drift: ``/drift`` of the service.
+        refused: The retrain decision on a deliberately weak model (refused).
+        quiet: ``nb2prod monitor`` after held-out rows (no drift expected).
+        drifted: ``nb2prod monitor`` after rows with an injected covariate shift.
+        rollback: The champion move back to the replaced version.
+        switch_seconds: How long the live service took to answer from the rolled-back version.
     """
 
     tag: str
@@ -221,6 +226,11 @@ class ServeReport:
     bad_request: tuple[int, dict[str, Any]]
     metadata: dict[str, Any]
     drift: dict[str, Any]
+    refused: Any = None
+    quiet: Any = None
+    drifted: Any = None
+    rollback: Any = None
+    switch_seconds: float | None = None
 
 
 def _http(url: str, body: Any | None = None) -> tuple[int, Any]:
@@ -245,13 +255,22 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
     import mlflow
     from sklearn.datasets import load_breast_cancer
 
+    from nb2prod import lifecycle
     from nb2prod.config import load_settings
     from nb2prod.export import export_model, serve_command
     from nb2prod.export.serve import free_port, running
 
     settings = load_settings(project, tracking_uri=f"sqlite:///{project / '.nb2prod' / 'mlflow.db'}")
-    result = export_model(name, settings=settings)
-    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target").head(rows)
+    # v1 (C=1) becomes the first champion; a retrain with a far too strong penalty is refused;
+    # v2 (the C=0.5 re-run) is promoted, so the Bento carries v2 and the v1 it replaced.
+    lifecycle.promote(name, "1", settings=settings)
+    refused = lifecycle.retrain(
+        name, project / "notebooks" / EXAMPLE_NAME, {"C": 0.0001}, export=False, settings=settings
+    )
+    lifecycle.promote(name, "2", settings=settings)
+    result = export_model(f"{name}@champion", settings=settings)
+    full = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    frame = full.head(rows)
     batch = [{k: float(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
     model = mlflow.sklearn.load_model(f"models:/{name}/{result.model_version}")
     expected = [v.item() if hasattr(v, "item") else v for v in model.predict(frame)]
@@ -263,6 +282,31 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
         bad = _http(server.url + "/predict", dict(batch[0], **{"mean radius": "twelve"}))
         _, metadata = _http(server.url + "/metadata")
         _, drift = _http(server.url + "/drift")
+        # in-distribution traffic, then traffic with an injected covariate shift
+        sample = full.sample(200, random_state=7)
+        plain = [{k: float(v) for k, v in r.items()} for r in sample.to_dict(orient="records")]
+        for start in range(0, len(plain), 50):
+            _http(server.url + "/predict", plain[start : start + 50])
+        time.sleep(2.5)  # sketches are flushed each second
+        quiet = lifecycle.monitor(name, settings=settings)
+        shifted = [
+            dict(r, **{"mean radius": r["mean radius"] * 1.5, "mean area": r["mean area"] * 2}) for r in plain
+        ]
+        for _ in range(2):
+            for start in range(0, len(shifted), 50):
+                _http(server.url + "/predict", shifted[start : start + 50])
+        time.sleep(2.5)
+        drifted = lifecycle.monitor(name, settings=settings)
+        back = lifecycle.rollback(name, settings=settings)
+        started = time.perf_counter()
+        switch_seconds = None
+        while time.perf_counter() - started < 10:
+            _, answer = _http(server.url + "/predict", batch[:1])
+            if answer[0].get("model_version") == back.active:
+                switch_seconds = time.perf_counter() - started
+                break
+            time.sleep(0.1)
+        _, metadata_after = _http(server.url + "/metadata")
     return ServeReport(
         tag=result.tag,
         source_dir=result.source_dir,
@@ -272,6 +316,11 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
         bad_request=bad,
         metadata=metadata,
         drift=drift,
+        refused=refused,
+        quiet=quiet,
+        drifted=drifted,
+        rollback=back,
+        switch_seconds=switch_seconds if metadata_after.get("model_version") == back.active else None,
     )
 
 
