@@ -8,7 +8,7 @@ In a notebook::
     %nb2prod model clf --name churn
 
 From Python, the same functions: ``nb2prod.start``, ``nb2prod.data``,
-``nb2prod.model``, ``nb2prod.status``, ``nb2prod.end``.
+``nb2prod.model``, ``nb2prod.status``, ``nb2prod.end``, ``nb2prod.monitor``.
 
 ``import nb2prod`` and ``%load_ext nb2prod`` stay light: mlflow, bentoml,
 papermill, scikit-learn and pandas are imported where they are used.
@@ -23,9 +23,16 @@ from nb2prod.exceptions import Nb2ProdError
 from nb2prod.session import data, end, model, start, status
 
 __version__ = "0.1.0"
-__all__ = ["Nb2ProdError", "data", "end", "load_ipython_extension", "model", "start", "status"]
+__all__ = ["Nb2ProdError", "data", "end", "load_ipython_extension", "model", "monitor", "start", "status"]
 
 _magics: Any = None
+
+
+def monitor(name: str, *, since: str | None = None, until: str | None = None) -> Any:
+    """The drift and quality report of the service of ``name`` (as ``nb2prod monitor NAME``)."""
+    from nb2prod import lifecycle
+
+    return lifecycle.monitor(name, since=since, until=until)
 
 
 def load_ipython_extension(ipython: Any) -> None:

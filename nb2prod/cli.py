@@ -705,6 +705,7 @@ Exit codes:
 @_timeout_opt
 @_kernel_opt
 @click.option("--if-drift", is_flag=True, help="Retrain only when the service's traffic drifted.")
+@click.option("--since", metavar="T", help="With --if-drift: look at traffic since T (e.g. 24h).")
 @click.option(
     "--min-improvement", type=float, default=0.0, show_default=True, help="Margin the challenger must win by."
 )
@@ -723,6 +724,7 @@ def retrain(
     timeout: int | None,
     kernel: str | None,
     if_drift: bool,
+    since: str | None,
     min_improvement: float,
     metric: str | None,
     holdout: Path | None,
@@ -745,6 +747,7 @@ def retrain(
             notebook,
             typed,
             if_drift=if_drift,
+            since=since,
             min_improvement=min_improvement,
             metric=metric,
             holdout=holdout,

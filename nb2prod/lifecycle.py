@@ -544,6 +544,7 @@ def retrain(
     parameters: Mapping[str, Any] | None = None,
     *,
     if_drift: bool = False,
+    since: str | None = None,
     min_improvement: float = 0.0,
     metric: str | None = None,
     holdout: str | Path | None = None,
@@ -575,7 +576,7 @@ def retrain(
         raise LifecycleError(f"--min-improvement {min_improvement:g} is negative", hint="give a margin >= 0")
     drift: dict[str, Any] = {}
     if if_drift:
-        report = monitor(name, settings=settings)
+        report = monitor(name, since=since, settings=settings)
         drift = {"status": report.status, "drifted": list(report.drifted)}
         if report.status != "drift":
             return Decision(

@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from nb2prod.exceptions import StoreError, UsageError, VariableNotFoundError
 
-SUBCOMMANDS = ("start", "data", "model", "status", "end")
+SUBCOMMANDS = ("start", "data", "model", "status", "end", "monitor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,13 @@ def _parsers() -> dict[str, _Parser]:
     p["status"] = _Parser(prog="%nb2prod status")
     end = p["end"] = _Parser(prog="%nb2prod end")
     end.add_argument("--failed", action="store_true", help="mark the run FAILED")
+    monitor = p["monitor"] = _Parser(prog="%nb2prod monitor")
+    monitor.add_argument("name", metavar="NAME", help="the served model")
+    monitor.add_argument(
+        "--since", help="ISO-8601 time (UTC unless it says otherwise) or a duration: 30m, 2h"
+    )
+    monitor.add_argument("--until", help="end of the window, as --since")
+    monitor.add_argument("--html", help="also write the HTML report to this file")
     return p
 
 
@@ -162,6 +169,17 @@ class Nb2ProdMagics(Magics):
         run_id = session.end("FAILED" if args.failed else "FINISHED")
         print(f"nb2prod: run {run_id} ended" if run_id else "nb2prod: no capture session was open")
 
+    def _monitor(self, args: argparse.Namespace) -> None:
+        from IPython.display import display
+
+        from nb2prod import lifecycle
+
+        report = lifecycle.monitor(args.name, since=args.since, until=args.until)
+        shown = display_report(report)
+        if args.html:
+            Path(args.html).expanduser().write_text(shown._repr_html_(), encoding="utf-8")
+        display(shown)
+
     # -- cell hook -------------------------------------------------------------------
 
     def post_run_cell(self, result: Any) -> None:
@@ -178,3 +196,20 @@ class Nb2ProdMagics(Magics):
                     )
         except Exception as exc:  # capture never breaks the notebook
             print(f"nb2prod WARNING: cell hook failed: {exc}", file=sys.stderr)
+
+
+class display_report:
+    """A monitor report shown as the HTML report in a notebook, as the text table elsewhere."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def _repr_html_(self) -> str:
+        from nb2prod.monitoring.html import render_html
+
+        return str(render_html(self.report))
+
+    def __repr__(self) -> str:
+        from nb2prod.monitoring.report import render_text
+
+        return str(render_text(self.report))
