@@ -44,6 +44,7 @@ __all__ = [
     "ColumnDrift",
     "chi2_2samp",
     "column_drift",
+    "expected_fractions",
     "ks_2samp",
     "ks_from_sketch",
     "ks_pvalue",
@@ -226,10 +227,11 @@ def reference_counts(profile: Mapping[str, Any], n_reference: int | None = None)
     the drift bins.
     """
     n_ref = int(profile.get("count") or 0) if n_reference is None else int(n_reference)
-    return np.rint(np.asarray(_expected(profile), dtype=np.float64) * n_ref)
+    return np.rint(np.asarray(expected_fractions(profile), dtype=np.float64) * n_ref)
 
 
-def _expected(profile: Mapping[str, Any]) -> list[float]:
+def expected_fractions(profile: Mapping[str, Any]) -> list[float]:
+    """Reference fractions on the PSI bins (empty for a profile without drift bins)."""
     kind = sk.layout(profile)
     if kind == sk.NUMERIC:
         return [float(v) for v in profile["drift_fractions"]]
@@ -274,7 +276,7 @@ def column_drift(
     n = int(live.sum())  # every non-null value falls in exactly one PSI bin
     if kind == sk.NULLS_ONLY or n == 0:
         return ColumnDrift(None, None, None, None, None, n, nulls, 0, False)
-    expected = _expected(profile)
+    expected = expected_fractions(profile)
     value_psi = psi(expected, live)
     test: str
     if kind == sk.NUMERIC and profile.get("ks_counts"):
