@@ -179,3 +179,7 @@ def _rebuild_execution_error(
         run_id=run_id,
         hint=hint,
     )
+
+
+class MonitorError(Nb2ProdError):
+    """A drift or performance report cannot be built as asked (bad time window, unreadable store)."""

@@ -19,6 +19,13 @@ Profile conventions:
   ``edges[i] <= x < edges[i+1]`` (the last bin includes +inf); fractions are of
   the non-null values (infinities included) and sum to 1. PSI of new data is
   computed against these fractions with the same edges.
+* KS reference sample: ``ks_values`` are the sorted unique values of up to
+  ``KS_SAMPLE`` (1000) evenly spaced order statistics of the sorted finite values
+  (positions ``round(linspace(0, m - 1, 1000))``; every finite value when there
+  are at most 1000), ``ks_counts`` their multiplicities in that sample. It is
+  deterministic (same data, same sample); a KS test computed from a live drift
+  sketch is exact against this sample, which is the whole column for up to
+  1000 finite values.
 * Categorical, string and bool columns: ``n_unique`` (observed values) and
   ``frequencies``: the 50 most frequent values (as strings) with their share
   of the non-null values, plus ``"__other__"``: the share of all the rest.
@@ -74,6 +81,7 @@ SOURCES = ("dataframe", "series", "array", "file", "directory")
 QUANTILE_PROBS = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HIST_BINS = 10
+KS_SAMPLE = 1000
 TOP_K = 50
 OTHER = "__other__"
 
@@ -215,6 +223,8 @@ class ColumnProfile:
         drift_fractions: Share of the non-null values in each drift bin; sums to 1.
         n_unique: Distinct observed values (categorical, string, bool).
         frequencies: Top-50 value -> share of non-null values, plus ``"__other__"``.
+        ks_values: Sorted unique values of the KS reference sample (numeric).
+        ks_counts: Multiplicity of each of ``ks_values`` in that sample.
     """
 
     null_rate: float
@@ -229,6 +239,8 @@ class ColumnProfile:
     drift_fractions: tuple[float, ...] | None = None
     n_unique: int | None = None
     frequencies: dict[str, float] | None = None
+    ks_values: tuple[float, ...] | None = None
+    ks_counts: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -245,6 +257,8 @@ class ColumnProfile:
             "drift_fractions": None if self.drift_fractions is None else list(self.drift_fractions),
             "n_unique": self.n_unique,
             "frequencies": None if self.frequencies is None else dict(self.frequencies),
+            "ks_values": None if self.ks_values is None else list(self.ks_values),
+            "ks_counts": None if self.ks_counts is None else list(self.ks_counts),
         }
 
     @classmethod
@@ -254,6 +268,7 @@ class ColumnProfile:
         counts = d.get("hist_counts")
         fracs = d.get("drift_fractions")
         freqs = d.get("frequencies")
+        ks_counts = d.get("ks_counts")
         return cls(
             null_rate=float(d["null_rate"]),
             count=int(d["count"]),
@@ -267,6 +282,8 @@ class ColumnProfile:
             drift_fractions=_floats(fracs),
             n_unique=d.get("n_unique"),
             frequencies=None if freqs is None else {k: float(v) for k, v in freqs.items()},
+            ks_values=_floats(d.get("ks_values")),
+            ks_counts=None if ks_counts is None else tuple(int(c) for c in ks_counts),
         )
 
 
@@ -442,6 +459,8 @@ def _numeric(label: Any, s: pd.Series, kind: str) -> tuple[ColumnSchema, ColumnP
     inner = np.unique(_lerp_quantiles(finite, np.array(DECILES)))
     cuts = np.searchsorted(xs, inner, side="left")
     drift = np.diff(np.concatenate(([0], cuts, [n_valid])))
+    sample = finite if m <= KS_SAMPLE else finite[np.rint(np.linspace(0, m - 1, KS_SAMPLE)).astype(np.intp)]
+    ks_values, ks_counts = np.unique(sample, return_counts=True)
     profile = ColumnProfile(
         null_rate=null_rate,
         count=n_valid,
@@ -453,6 +472,8 @@ def _numeric(label: Any, s: pd.Series, kind: str) -> tuple[ColumnSchema, ColumnP
         hist_counts=tuple(int(c) for c in hist),
         drift_edges=(-np.inf, *(float(e) for e in inner), np.inf),
         drift_fractions=tuple(float(c) / n_valid for c in drift),
+        ks_values=tuple(float(v) for v in ks_values),
+        ks_counts=tuple(int(c) for c in ks_counts),
     )
     return schema, profile
 
