@@ -121,7 +121,7 @@ def _demo_serve(console: Any, project: Path) -> None:
         table.add_column(column)
     for i, (got, want) in enumerate(zip(served.predictions, served.expected, strict=True)):
         proba = got.get("probabilities", {}).get("1", 0.0)
-        table.add_row(str(i), str(got["prediction"]), str(want), f"{proba:.3f}", got["request_id"][:12])
+        table.add_row(str(i), str(got["prediction"]), str(want), f"{proba:.3f}", got["request_id"][-16:])
     console.print(table)
     status, body = served.bad_request
     console.print(f"a bad request got {status}: {body.get('message')}")
@@ -130,9 +130,12 @@ def _demo_serve(console: Any, project: Path) -> None:
     console.print(f"/drift: {served.drift.get('status')} ({served.drift.get('window_rows')} rows logged)")
     from nb2prod.monitoring.report import render_text
 
-    console.print(f"[bold]nb2prod monitor[/bold] after 200 held-out rows: {served.quiet.status}")
+    console.print(
+        f"[bold]nb2prod monitor[/bold] after 200 rows of the dataset (and their labels, "
+        f"through /feedback): {served.quiet.status}"
+    )
     console.print("[bold]nb2prod monitor[/bold] after 400 rows with 'mean radius' x1.5, 'mean area' x2:")
-    console.print(render_text(served.drifted), markup=False, highlight=False)
+    console.print(render_text(served.drifted), markup=False, highlight=False, soft_wrap=True)
     back = served.rollback
     event = back.event
     took = f"{served.switch_seconds:.1f} s" if served.switch_seconds is not None else "NOT within 10 s"

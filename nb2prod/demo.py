@@ -284,9 +284,16 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
         _, drift = _http(server.url + "/drift")
         # in-distribution traffic, then traffic with an injected covariate shift
         sample = full.sample(200, random_state=7)
+        labels = load_breast_cancer(as_frame=True).frame.target.loc[sample.index].tolist()
         plain = [{k: float(v) for k, v in r.items()} for r in sample.to_dict(orient="records")]
+        answered: list[dict[str, Any]] = []
         for start in range(0, len(plain), 50):
-            _http(server.url + "/predict", plain[start : start + 50])
+            answered += _http(server.url + "/predict", plain[start : start + 50])[1]
+        # the ground truth arrives later, by request id
+        feedback = [
+            {"request_id": a["request_id"], "label": y} for a, y in zip(answered, labels, strict=True)
+        ]
+        _http(server.url + "/feedback", {"labels": feedback})
         time.sleep(2.5)  # sketches are flushed each second
         quiet = lifecycle.monitor(name, settings=settings)
         shifted = [

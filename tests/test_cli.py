@@ -57,6 +57,13 @@ def test_demo_runs_the_loop_and_prints_what_was_captured(tmp_path: Path) -> None
     # The re-run with C=0.5 registered version 2; the demo exports and serves the newest version.
     assert "Bento breast-cancer:v2-" in out and "/metadata: model breast-cancer v2" in out
     assert "a bad request got 422" in out
+    # ... and closes the loop: a refused retrain, no drift then drift, live quality, a rollback
+    flat = " ".join(out.split())  # rich wraps lines at the terminal width
+    assert "nb2prod retrain -p C 0.0001: REFUSED: accuracy" in flat
+    assert "(and their labels, through /feedback): ok" in flat
+    assert "drifted: mean area, mean radius" in flat
+    assert "labelled" in flat and "accuracy" in flat
+    assert "nb2prod rollback: champion 2 -> 1; the live service answered from v1 after" in flat
     assert (folder / "bentos" / "breast-cancer" / "service.py").is_file()
     executed = nbformat.read(str(folder / "notebooks" / "train.ipynb"), as_version=4)
     assert all(

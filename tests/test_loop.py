@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_notebook
+from tests.helpers import make_notebook, run_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -264,6 +264,20 @@ def test_drift_on_shifted_rows_and_the_monitor_exit_code(loop: Loop, server: Ser
     report = json.loads(done.stdout)
     assert "mean radius" in report["drifted"]
     assert "mean texture" not in report["drifted"]
+
+
+def test_monitor_magic_shows_the_report_in_a_kernel(loop: Loop, server: Server) -> None:
+    notebook = make_notebook(
+        loop.home / "notebooks" / "watch.ipynb",
+        ["%load_ext nb2prod\n%nb2prod monitor tumor --since 1h --html watch.html", "%nb2prod monitor nobody"],
+    )
+    nb = run_notebook(notebook, loop.home, allow_errors=True)
+    shown = nb.cells[0].outputs[0]
+    assert shown["output_type"] == "display_data"
+    assert "<svg" in shown["data"]["text/html"] and "mean radius" in shown["data"]["text/plain"]
+    assert (notebook.parent / "watch.html").read_text().startswith("<!DOCTYPE html>")
+    error = "".join(o.get("evalue", "") + "".join(o.get("traceback", [])) for o in nb.cells[1].outputs)
+    assert "no Bento of 'nobody'" in error and "most recent call last" not in error
 
 
 def test_the_previous_version_answers_when_the_active_one_raises(loop: Loop, server: Server) -> None:
