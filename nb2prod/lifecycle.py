@@ -585,6 +585,11 @@ def retrain(
                 reason=f"no drift in the served traffic (status {report.status}): nothing retrained",
                 drift=drift,
             )
+    if holdout is not None and not Path(holdout).expanduser().is_file():
+        raise LifecycleError(
+            f"no holdout file at {Path(holdout).expanduser()}",
+            hint="a CSV or Parquet file with the label column",
+        )
     client = _client(settings)
     champion = registry.alias_version(client, name, registry.CHAMPION)
 
@@ -604,7 +609,6 @@ def retrain(
             f"the notebook registered no version of {name!r} (it registered: {', '.join(result.registered) or 'nothing'})",
             hint=f"the notebook must capture the model with %nb2prod model EST --name {name}",
         )
-    registry.move_alias(client, name, registry.CHALLENGER, challenger, reason=f"retrain run {result.run_id}")
     new_model, new_info = load_registered(client, settings, name, challenger)
     metric = metric or ("accuracy" if new_info.get("is_classifier") else "rmse")
 
@@ -622,10 +626,6 @@ def retrain(
     else:
         if holdout is not None:
             path = Path(holdout).expanduser()
-            if not path.is_file():
-                raise LifecycleError(
-                    f"no holdout file at {path}", hint="a CSV or Parquet file with the label column"
-                )
             frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
             found: tuple[Any, str, str] | None = (frame, target or "", f"file {path.name}")
         elif on_feedback:
@@ -675,15 +675,11 @@ def retrain(
     figures = {k: v for k, v in decision.to_dict().items() if k not in ("switch", "bento")}
     switch = None
     bento = None
-    if decision.action == "refused":
-        registry.move_alias(
-            client, name, registry.CHALLENGER, None, reason="retrain refused", details=figures
-        )
-    elif decision.action == "canary":
+    if decision.action == "canary":
         switch = promote(
             name, challenger, canary=canary, reason="retrain canary", details=figures, settings=settings
         )
-    else:
+    elif decision.action == "promoted":
         switch = promote(name, challenger, reason="retrain", details=figures, settings=settings)
     if export and decision.action in ("promoted", "canary"):
         from nb2prod.export.builder import export_model
