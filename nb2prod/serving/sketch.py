@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -268,9 +268,9 @@ def _pairs(blob: bytes) -> np.ndarray | None:
 
 
 def sum_blobs(
-    blobs: Iterable[bytes], groups: Sequence[int], n_groups: int, size: int
+    blobs: Sequence[bytes], groups: Sequence[int] | np.ndarray, n_groups: int, size: int
 ) -> tuple[np.ndarray, int]:
-    """Sum stored sketches per group: one ``bincount`` over all sparse pairs.
+    """Sum stored sketches per group: one ``bincount`` over all the sparse pairs.
 
     Args:
         blobs: Stored sketch blobs of one column.
@@ -284,45 +284,38 @@ def sum_blobs(
         that changed under the writer).
     """
     total = np.zeros((n_groups, size), dtype=np.int64)
-    dense_size = 8 * size
-    parts16: list[memoryview] = []
-    parts32: list[memoryview] = []
-    keys16: list[int] = []
-    keys32: list[int] = []
-    lens16: list[int] = []
-    lens32: list[int] = []
-    skipped = 0
-    for blob, group in zip(blobs, groups, strict=True):
-        n = len(blob)
-        if n == dense_size:
-            total[group] += np.frombuffer(blob, dtype="<i8")
+    if not len(blobs):
+        return total, 0
+    group = np.asarray(groups, dtype=np.int64)
+    lens = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    first = np.frombuffer(bytes(b[0] if b else 0 for b in blobs), dtype=np.uint8)
+    dense = lens == 8 * size
+    odd = (lens % 2 == 1) & ~dense
+    sparse = {
+        _PAIR16: odd & (first == _SPARSE16) & ((lens - 1) % 4 == 0),
+        _PAIR32: odd & (first == _SPARSE32) & ((lens - 1) % 8 == 0),
+    }
+    skipped = int(len(blobs) - dense.sum() - sum(int(m.sum()) for m in sparse.values()))
+    for i in np.flatnonzero(dense):
+        total[group[i]] += np.frombuffer(blobs[i], dtype="<i8")
+    for dtype, mask in sparse.items():
+        if not mask.any():
             continue
-        if n % 2 == 1:
-            fmt = blob[0]
-            if fmt == _SPARSE16 and (n - 1) % 4 == 0:
-                parts16.append(memoryview(blob)[1:])
-                keys16.append(group)
-                lens16.append((n - 1) // 4)
-                continue
-            if fmt == _SPARSE32 and (n - 1) % 8 == 0:
-                parts32.append(memoryview(blob)[1:])
-                keys32.append(group)
-                lens32.append((n - 1) // 8)
-                continue
-        skipped += 1
-    for parts, keys, lens, dtype in ((parts16, keys16, lens16, _PAIR16), (parts32, keys32, lens32, _PAIR32)):
-        if not parts:
-            continue
-        pairs = np.frombuffer(b"".join(parts), dtype=dtype)
+        chosen = np.flatnonzero(mask)
+        raw = np.frombuffer(b"".join([blobs[i] for i in chosen]), dtype=np.uint8)
+        blob_lens = lens[chosen]
+        keep = np.ones(raw.shape[0], dtype=bool)
+        keep[np.cumsum(blob_lens) - blob_lens] = False  # the format bytes
+        pairs = raw[keep].view(dtype)
+        owner = np.repeat(np.arange(chosen.shape[0]), (blob_lens - 1) // dtype.itemsize)
         index = pairs["i"].astype(np.int64)
-        owner = np.repeat(np.arange(len(lens)), lens)
         bad = index >= size
         if bad.any():
             dropped = np.unique(owner[bad])
-            skipped += int(dropped.size)
-            keep = ~np.isin(owner, dropped)
-            index, owner, pairs = index[keep], owner[keep], pairs[keep]
-        flat = np.asarray(keys, dtype=np.int64)[owner] * size + index
+            skipped += int(dropped.shape[0])
+            ok = ~np.isin(owner, dropped)
+            index, owner, pairs = index[ok], owner[ok], pairs[ok]
+        flat = group[chosen][owner] * size + index
         summed = np.bincount(flat, weights=pairs["c"], minlength=n_groups * size)
         total += np.rint(summed).astype(np.int64).reshape(n_groups, size)
     return total, skipped
