@@ -140,16 +140,23 @@ class Sketcher:
             return out
         xs = xs[:n]
         bins = self.bins
-        out[1 : 1 + bins] = np.diff(np.searchsorted(xs, self._inner, side="left"), prepend=0, append=n)
+        psi = out[1 : 1 + bins]
+        cuts = np.searchsorted(xs, self._inner, side="left")  # values < each inner edge
+        psi[0] = cuts[0] if bins > 1 else n
+        if bins > 1:
+            psi[1:-1] = cuts[1:] - cuts[:-1]
+            psi[-1] = n - cuts[-1]
         points = self._points
         m = points.shape[0]
+        grid = out[1 + bins :]
         if m == 0:
-            out[1 + bins] = n
+            grid[0] = n
             return out
         below = np.searchsorted(xs, points, side="left")  # values < u_j
         upto = np.searchsorted(xs, points, side="right")  # values <= u_j
-        grid = out[1 + bins :]
-        grid[: m + 1] = np.diff(below, prepend=0, append=n) - np.concatenate(([0], upto - below))
+        grid[0] = below[0]
+        grid[1:m] = below[1:] - upto[:-1]  # strictly between u_{j-1} and u_j
+        grid[m] = n - upto[-1]
         grid[m + 1 :] = upto - below
         return out
 
