@@ -45,7 +45,7 @@ from nb2prod.monitoring import stats
 from nb2prod.serving import sketch as sk
 from nb2prod.serving.store import PREDICTION_COLUMN, Store, is_sqlite_file
 
-__all__ = ["MIN_ROWS", "MonitorReport", "build_report", "parse_since", "render_text"]
+__all__ = ["MIN_ROWS", "MonitorReport", "build_report", "format_value", "parse_since", "render_text", "table"]
 
 MIN_ROWS = 50
 MAX_POINTS = 50
@@ -562,7 +562,8 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
+def format_value(x: Any, digits: int = 4) -> str:
+    """A number for a table cell: ``-`` for missing, thousands separators, small values in e-notation."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     if isinstance(x, bool):
@@ -594,13 +595,13 @@ def table(
 def _drift_row(name: str, d: stats.ColumnDrift) -> list[str]:
     return [
         name,
-        _fmt(d.n),
-        _fmt(d.nulls),
-        _fmt(d.psi),
+        format_value(d.n),
+        format_value(d.nulls),
+        format_value(d.psi),
         d.test or "-",
-        _fmt(d.statistic),
-        _fmt(d.p_value),
-        _fmt(d.effect),
+        format_value(d.statistic),
+        format_value(d.p_value),
+        format_value(d.effect),
         "DRIFT" if d.drifted else "",
     ]
 
@@ -631,10 +632,10 @@ def render_text(report: MonitorReport) -> str:
         vrows = [
             [
                 v,
-                _fmt(info["rows"]),
+                format_value(info["rows"]),
                 f"{100 * info['share']:.1f}%",
-                _fmt(info["fallbacks"]),
-                _fmt(info["errors"]),
+                format_value(info["fallbacks"]),
+                format_value(info["errors"]),
                 ", ".join(info["drifted"]) or "-",
             ]
             for v, info in report.versions.items()
@@ -650,9 +651,10 @@ def render_text(report: MonitorReport) -> str:
         ]
     q = report.quality
     names = ("accuracy", "macro_f1") if q.get("task") == "classification" else ("mae", "rmse")
-    qrows = [["all", _fmt(q.get("labelled", 0)), *(_fmt(q.get(m)) for m in names)]]
+    qrows = [["all", format_value(q.get("labelled", 0)), *(format_value(q.get(m)) for m in names)]]
     qrows += [
-        [v, _fmt(m["labelled"]), *(_fmt(m.get(k)) for k in names)] for v, m in q.get("by_version", {}).items()
+        [v, format_value(m["labelled"]), *(format_value(m.get(k)) for k in names)]
+        for v, m in q.get("by_version", {}).items()
     ]
     out += [
         f"Live quality ({q.get('task', '-')}, from feedback)",
@@ -662,9 +664,13 @@ def render_text(report: MonitorReport) -> str:
     inv = report.events.get("invalid", {})
     out.append(f"Invalid inputs: {inv.get('total', 0):,}")
     if inv.get("by_reason"):
-        out.append(table(["reason", "count"], [[k or "-", _fmt(c)] for k, c in inv["by_reason"].items()]))
+        out.append(
+            table(["reason", "count"], [[k or "-", format_value(c)] for k, c in inv["by_reason"].items()])
+        )
     if inv.get("by_field"):
-        out.append(table(["field", "count"], [[k or "-", _fmt(c)] for k, c in inv["by_field"].items()]))
+        out.append(
+            table(["field", "count"], [[k or "-", format_value(c)] for k, c in inv["by_field"].items()])
+        )
     if report.skipped_sketches:
         out.append(f"skipped sketches (do not fit the reference): {report.skipped_sketches:,}")
     return "\n".join(out).rstrip() + "\n"
