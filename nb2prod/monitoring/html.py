@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from nb2prod.monitoring.report import MonitorReport, _fmt
+from nb2prod.monitoring.report import MonitorReport, format_value
 from nb2prod.monitoring.stats import ColumnDrift
 from nb2prod.serving.store import PREDICTION_COLUMN
 
@@ -131,13 +131,13 @@ def _drift_rows(report: MonitorReport) -> tuple[list[list[str]], list[str]]:
     rows = [
         [
             name,
-            _fmt(d.n),
-            _fmt(d.nulls),
-            _fmt(d.psi),
+            format_value(d.n),
+            format_value(d.nulls),
+            format_value(d.psi),
             d.test or "-",
-            _fmt(d.statistic),
-            _fmt(d.p_value),
-            _fmt(d.effect),
+            format_value(d.statistic),
+            format_value(d.p_value),
+            format_value(d.effect),
             "DRIFT" if d.drifted else "",
         ]
         for name, d in items
@@ -185,9 +185,11 @@ def render_html(report: MonitorReport) -> str:
     quality = report.quality
     if quality:
         names = ("accuracy", "macro_f1") if quality.get("task") == "classification" else ("mae", "rmse")
-        qrows = [["all", _fmt(quality.get("labelled", 0)), *(_fmt(quality.get(m)) for m in names)]]
+        qrows = [
+            ["all", format_value(quality.get("labelled", 0)), *(format_value(quality.get(m)) for m in names)]
+        ]
         qrows += [
-            [v, _fmt(m["labelled"]), *(_fmt(m.get(k)) for k in names)]
+            [v, format_value(m["labelled"]), *(format_value(m.get(k)) for k in names)]
             for v, m in quality.get("by_version", {}).items()
         ]
         body.append(f"<h2>Live quality ({escape(str(quality.get('task')))})</h2>")
@@ -212,10 +214,10 @@ def render_html(report: MonitorReport) -> str:
                 [
                     [
                         v,
-                        _fmt(i["rows"]),
+                        format_value(i["rows"]),
                         f"{100 * i['share']:.1f}%",
-                        _fmt(i["fallbacks"]),
-                        _fmt(i["errors"]),
+                        format_value(i["fallbacks"]),
+                        format_value(i["errors"]),
                         ", ".join(i["drifted"]) or "-",
                     ]
                     for v, i in report.versions.items()
@@ -225,8 +227,12 @@ def render_html(report: MonitorReport) -> str:
     inv: dict[str, Any] = report.events.get("invalid", {})
     body.append(f"<h2>Invalid inputs: {inv.get('total', 0):,}</h2>")
     if inv.get("by_reason"):
-        body.append(_table(["reason", "count"], [[k or "-", _fmt(c)] for k, c in inv["by_reason"].items()]))
-        body.append(_table(["field", "count"], [[k or "-", _fmt(c)] for k, c in inv["by_field"].items()]))
+        body.append(
+            _table(["reason", "count"], [[k or "-", format_value(c)] for k, c in inv["by_reason"].items()])
+        )
+        body.append(
+            _table(["field", "count"], [[k or "-", format_value(c)] for k, c in inv["by_field"].items()])
+        )
     if report.skipped_sketches:
         body.append(
             f"<p>{report.skipped_sketches:,} stored sketches did not fit the reference and were skipped.</p>"

@@ -49,6 +49,7 @@ __all__ = [
     "ks_from_sketch",
     "ks_pvalue",
     "psi",
+    "psi_rows",
     "reference_counts",
 ]
 
@@ -102,6 +103,18 @@ def psi(expected_fractions: Sequence[float] | np.ndarray, counts: Sequence[float
     obs = np.asarray(counts, dtype=float) + 0.5
     obs = obs / obs.sum()
     return float(np.sum((obs - exp) * np.log(obs / exp)))
+
+
+def psi_rows(expected_fractions: Sequence[float] | np.ndarray, counts: np.ndarray) -> list[float | None]:
+    """:func:`psi` of each row of a counts matrix (None for a row without a count)."""
+    exp = np.clip(np.asarray(expected_fractions, dtype=float), 1e-4, None)
+    exp = exp / exp.sum()
+    rows = np.asarray(counts, dtype=float)
+    n = rows.sum(axis=1)
+    obs = rows + 0.5
+    obs = obs / obs.sum(axis=1, keepdims=True)
+    values = np.sum((obs - exp) * np.log(obs / exp), axis=1)
+    return [float(v) if k > 0 else None for v, k in zip(values, n, strict=True)]
 
 
 def ks_pvalue(d: float, n1: int, n2: int) -> float:

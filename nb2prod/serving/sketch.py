@@ -31,12 +31,14 @@ Layouts (``int64``, see :func:`sketch_size`):
   rate is still watched.
 
 Stored encoding (:func:`encode` / :func:`decode`): the plain little-endian int64
-bytes of the vector (``8 * size`` bytes), or, when shorter, a sparse form: one
-format byte then (index, count) pairs of little-endian uint16 (``0x01``) or uint32
-(``0x02``); a count too large for the pair is split over several pairs. Its length
-is odd, so it never collides with the plain form. A minute of a few hundred rows
-on a 2,000-cell KS grid is then ~1.5 kB instead of 16 kB, and many sparse blobs sum
-in one ``numpy.bincount`` (:func:`sum_blobs`).
+bytes of the vector (``8 * size`` bytes), or, when strictly shorter, a sparse form:
+(index, count) pairs of little-endian uint16, or uint32 when the sketch has more
+than 65,535 cells, the first pair being a header ``(format, 0)`` (format 1: uint16,
+2: uint32); a count too large for a pair is split over several pairs. The length
+tells the forms apart (``8 * size`` is plain), and the header's count of 0 lets
+many blobs be concatenated and summed as they are, in one ``numpy.bincount``
+(:func:`sum_blobs`). A minute of a few hundred rows on a 2,000-cell KS grid is
+~1.5 kB instead of 16 kB.
 
 This module is copied into the Bento with the rest of ``serving/``: it imports
 nothing from nb2prod, and only numpy and the standard library.
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -138,16 +140,23 @@ class Sketcher:
             return out
         xs = xs[:n]
         bins = self.bins
-        out[1 : 1 + bins] = np.diff(np.searchsorted(xs, self._inner, side="left"), prepend=0, append=n)
+        psi = out[1 : 1 + bins]
+        cuts = np.searchsorted(xs, self._inner, side="left")  # values < each inner edge
+        psi[0] = cuts[0] if bins > 1 else n
+        if bins > 1:
+            psi[1:-1] = cuts[1:] - cuts[:-1]
+            psi[-1] = n - cuts[-1]
         points = self._points
         m = points.shape[0]
+        grid = out[1 + bins :]
         if m == 0:
-            out[1 + bins] = n
+            grid[0] = n
             return out
         below = np.searchsorted(xs, points, side="left")  # values < u_j
         upto = np.searchsorted(xs, points, side="right")  # values <= u_j
-        grid = out[1 + bins :]
-        grid[: m + 1] = np.diff(below, prepend=0, append=n) - np.concatenate(([0], upto - below))
+        grid[0] = below[0]
+        grid[1:m] = below[1:] - upto[:-1]  # strictly between u_{j-1} and u_j
+        grid[m] = n - upto[-1]
         grid[m + 1 :] = upto - below
         return out
 
@@ -220,27 +229,36 @@ def encode(counts: np.ndarray) -> bytes:
     """Bytes of a sketch for the store: plain int64, or the sparse pairs when shorter."""
     vec = np.asarray(counts, dtype=np.int64)
     dense = vec.astype("<i8").tobytes()
-    nz = np.flatnonzero(vec)
-    if nz.size == 0:
-        return bytes([_SPARSE16]) if len(dense) > 1 else dense
-    if vec.min() < 0:
+    if vec.size and vec.min() < 0:
         return dense
     small = vec.shape[0] <= 0xFFFF
-    limit = 0xFFFF if small else 0xFFFFFFFF
+    dtype, limit = (_PAIR16, 0xFFFF) if small else (_PAIR32, 0xFFFFFFFF)
+    nz = np.flatnonzero(vec)
     values = vec[nz]
     # counts above the pair's limit become several pairs on the same index
     repeats = (values + limit - 1) // limit
-    n_pairs = int(repeats.sum())
-    width = 4 if small else 8
-    if 1 + n_pairs * width >= len(dense):
+    n_pairs = 1 + int(repeats.sum())
+    if n_pairs * dtype.itemsize >= len(dense):
         return dense
-    pairs = np.zeros(n_pairs, dtype=_PAIR16 if small else _PAIR32)
-    pairs["i"] = np.repeat(nz, repeats)
-    chunks = np.full(n_pairs, limit, dtype=np.int64)
-    last = np.cumsum(repeats) - 1
-    chunks[last] = values - (repeats - 1) * limit
-    pairs["c"] = chunks
-    return bytes([_SPARSE16 if small else _SPARSE32]) + pairs.tobytes()
+    pairs = np.zeros(n_pairs, dtype=dtype)
+    pairs[0] = (_SPARSE16 if small else _SPARSE32, 0)
+    pairs["i"][1:] = np.repeat(nz, repeats)
+    chunks = np.full(n_pairs - 1, limit, dtype=np.int64)
+    chunks[np.cumsum(repeats) - 1] = values - (repeats - 1) * limit
+    pairs["c"][1:] = chunks
+    return pairs.tobytes()
+
+
+def _pair_dtype(blob: bytes | memoryview, size: int) -> np.dtype | None:
+    """The pair dtype of a sparse blob (None: not a sparse sketch)."""
+    n = len(blob)
+    if n == 8 * size or n < 4:
+        return None
+    if blob[0] == _SPARSE16 and n % 4 == 0:
+        return _PAIR16
+    if blob[0] == _SPARSE32 and n % 8 == 0:
+        return _PAIR32
+    return None
 
 
 def decode(blob: bytes, size: int) -> np.ndarray:
@@ -251,26 +269,17 @@ def decode(blob: bytes, size: int) -> np.ndarray:
     """
     if len(blob) == 8 * size:
         return np.frombuffer(blob, dtype="<i8").astype(np.int64)
-    pairs = _pairs(blob)
+    dtype = _pair_dtype(blob, size)
+    pairs = None if dtype is None else np.frombuffer(blob, dtype=dtype)[1:]
     if pairs is None or (pairs.size and int(pairs["i"].max()) >= size):
         raise ValueError(f"not a sketch of {size} cells ({len(blob)} bytes)")
     return np.bincount(pairs["i"].astype(np.intp), weights=pairs["c"], minlength=size).astype(np.int64)
 
 
-def _pairs(blob: bytes) -> np.ndarray | None:
-    if len(blob) % 2 == 0 or not blob:
-        return None
-    fmt = blob[0]
-    dtype = _PAIR16 if fmt == _SPARSE16 else _PAIR32 if fmt == _SPARSE32 else None
-    if dtype is None or (len(blob) - 1) % dtype.itemsize:
-        return None
-    return np.frombuffer(blob, dtype=dtype, offset=1)
-
-
 def sum_blobs(
-    blobs: Iterable[bytes], groups: Sequence[int], n_groups: int, size: int
+    blobs: Sequence[bytes], groups: Sequence[int] | np.ndarray, n_groups: int, size: int
 ) -> tuple[np.ndarray, int]:
-    """Sum stored sketches per group: one ``bincount`` over all sparse pairs.
+    """Sum stored sketches per group: one ``bincount`` over all the sparse pairs.
 
     Args:
         blobs: Stored sketch blobs of one column.
@@ -284,45 +293,39 @@ def sum_blobs(
         that changed under the writer).
     """
     total = np.zeros((n_groups, size), dtype=np.int64)
-    dense_size = 8 * size
-    parts16: list[memoryview] = []
-    parts32: list[memoryview] = []
-    keys16: list[int] = []
-    keys32: list[int] = []
-    lens16: list[int] = []
-    lens32: list[int] = []
-    skipped = 0
-    for blob, group in zip(blobs, groups, strict=True):
-        n = len(blob)
-        if n == dense_size:
-            total[group] += np.frombuffer(blob, dtype="<i8")
+    if not len(blobs):
+        return total, 0
+    group = np.asarray(groups, dtype=np.intp)
+    lens = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    first = np.frombuffer(bytes(b[0] if len(b) else 0 for b in blobs), dtype=np.uint8)
+    dense = lens == 8 * size
+    sparse = {
+        _PAIR16: ~dense & (first == _SPARSE16) & (lens % 4 == 0) & (lens >= 4),
+        _PAIR32: ~dense & (first == _SPARSE32) & (lens % 8 == 0) & (lens >= 8),
+    }
+    skipped = int(len(blobs) - dense.sum() - sum(int(m.sum()) for m in sparse.values()))
+    for i in np.flatnonzero(dense):
+        total[group[i]] += np.frombuffer(blobs[i], dtype="<i8")
+    for dtype, mask in sparse.items():
+        if not mask.any():
             continue
-        if n % 2 == 1:
-            fmt = blob[0]
-            if fmt == _SPARSE16 and (n - 1) % 4 == 0:
-                parts16.append(memoryview(blob)[1:])
-                keys16.append(group)
-                lens16.append((n - 1) // 4)
-                continue
-            if fmt == _SPARSE32 and (n - 1) % 8 == 0:
-                parts32.append(memoryview(blob)[1:])
-                keys32.append(group)
-                lens32.append((n - 1) // 8)
-                continue
-        skipped += 1
-    for parts, keys, lens, dtype in ((parts16, keys16, lens16, _PAIR16), (parts32, keys32, lens32, _PAIR32)):
-        if not parts:
-            continue
-        pairs = np.frombuffer(b"".join(parts), dtype=dtype)
-        index = pairs["i"].astype(np.int64)
-        owner = np.repeat(np.arange(len(lens)), lens)
-        bad = index >= size
+        chosen = np.flatnonzero(mask)
+        # concatenated as they are: each blob's header pair has a count of 0 and adds nothing
+        pairs = np.frombuffer(b"".join([blobs[i] for i in chosen]), dtype=dtype)
+        per_blob = lens[chosen] // dtype.itemsize
+        index = pairs["i"].astype(np.intp)
+        weight = pairs["c"]
+        bad = (index >= size) & (weight > 0)
         if bad.any():
+            owner = np.repeat(np.arange(chosen.shape[0]), per_blob)
             dropped = np.unique(owner[bad])
-            skipped += int(dropped.size)
-            keep = ~np.isin(owner, dropped)
-            index, owner, pairs = index[keep], owner[keep], pairs[keep]
-        flat = np.asarray(keys, dtype=np.int64)[owner] * size + index
-        summed = np.bincount(flat, weights=pairs["c"], minlength=n_groups * size)
+            skipped += int(dropped.shape[0])
+            ok = ~np.isin(owner, dropped)
+            index, weight, chosen_owner = index[ok], weight[ok], owner[ok]
+            flat = group[chosen][chosen_owner] * size + index
+        else:
+            flat = np.repeat(group[chosen] * size, per_blob) + index
+        # a header's index may pass the row's end: its weight is 0, the spill is cut off below
+        summed = np.bincount(flat, weights=weight, minlength=n_groups * size)[: n_groups * size]
         total += np.rint(summed).astype(np.int64).reshape(n_groups, size)
     return total, skipped
