@@ -264,6 +264,7 @@ def test_drift_on_shifted_rows_and_the_monitor_exit_code(loop: Loop, server: Ser
     report = json.loads(done.stdout)
     assert "mean radius" in report["drifted"]
     assert "mean texture" not in report["drifted"]
+    assert report["source"] == "sketches"  # the service's writer sketched every row
 
 
 def test_monitor_magic_shows_the_report_in_a_kernel(loop: Loop, server: Server) -> None:

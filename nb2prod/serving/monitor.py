@@ -64,11 +64,13 @@ class Sketcher:
     def __init__(self, manifest: Mapping[str, Any]) -> None:
         from . import sketch
 
-        self._sketch = sketch.sketch
-        self.columns: dict[str, Mapping[str, Any]] = dict(manifest.get("reference") or {})
+        self._encode = sketch.encode
+        columns: dict[str, Mapping[str, Any]] = dict(manifest.get("reference") or {})
         target = manifest.get("target") or {}
         if target.get("profile"):
-            self.columns[PREDICTION_COLUMN] = target["profile"]
+            columns[PREDICTION_COLUMN] = target["profile"]
+        # one prepared sketcher per column (bins and reference points computed once)
+        self.columns = {name: sketch.Sketcher(profile) for name, profile in columns.items()}
         self.writer_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.acc: dict[tuple[int, str, str], list[Any]] = {}
         self.dirty: set[tuple[int, str, str]] = set()
@@ -82,12 +84,12 @@ class Sketcher:
         for row in batch:
             groups.setdefault((int(row[1] // 60) * 60, str(row[3] or "")), []).append(row)
         for (bucket, version), rows in groups.items():
-            for column, profile in self.columns.items():
+            for column, sketcher in self.columns.items():
                 if column == PREDICTION_COLUMN:
                     values = [r[5].get("prediction") if isinstance(r[5], dict) else None for r in rows]
                 else:
                     values = [r[4].get(column) if isinstance(r[4], dict) else None for r in rows]
-                counts = np.asarray(self._sketch(profile, values), dtype=np.int64)
+                counts = np.asarray(sketcher(values), dtype=np.int64)
                 key = (bucket, version, column)
                 slot = self.acc.get(key)
                 if slot is None:
@@ -108,7 +110,7 @@ class Sketcher:
                 "col": column,
                 "writer": self.writer_id,
                 "n": int(self.acc[(bucket, version, column)][0]),
-                "counts": self.acc[(bucket, version, column)][1].astype("<i8").tobytes(),
+                "counts": self._encode(self.acc[(bucket, version, column)][1]),
             }
             for bucket, version, column in sorted(self.dirty)
         ]

@@ -13,8 +13,9 @@ Tables:
 ``sketches``
     Drift sketches: per minute ``bucket`` (unix seconds, a multiple of 60), model
     version, column (a feature, or ``__prediction__``) and writer (one per worker
-    process), the row count ``n`` and the counts vector (little-endian int64 bytes)
-    laid out by ``sketch.py`` from the column's reference profile. A writer rewrites
+    process), the row count ``n`` and the counts vector laid out by ``sketch.py`` from
+    the column's reference profile (``sketch.encode``: sparse index/count pairs when
+    shorter, else dense little-endian int64). A writer rewrites
     its own row for the current bucket; readers add the rows up. Drift over a million
     logged rows is then a sum of a few thousand small vectors, not a scan.
 ``feedback``
