@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from nb2prod.exceptions import StoreError, UsageError, VariableNotFoundError
 
-SUBCOMMANDS = ("start", "data", "model", "status", "end", "monitor")
+SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "monitor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,9 @@ def _parsers() -> dict[str, _Parser]:
     p["status"] = _Parser(prog="%nb2prod status")
     end = p["end"] = _Parser(prog="%nb2prod end")
     end.add_argument("--failed", action="store_true", help="mark the run FAILED")
+    export = p["export"] = _Parser(prog="%nb2prod export")
+    export.add_argument("ref", metavar="NAME[@alias|/version]", help="the registered model to export")
+    export.add_argument("--output", help="also write the Bento as an archive (FILE.bento)")
     monitor = p["monitor"] = _Parser(prog="%nb2prod monitor")
     monitor.add_argument("name", metavar="NAME", help="the served model")
     monitor.add_argument(
@@ -168,6 +171,16 @@ class Nb2ProdMagics(Magics):
 
         run_id = session.end("FAILED" if args.failed else "FINISHED")
         print(f"nb2prod: run {run_id} ended" if run_id else "nb2prod: no capture session was open")
+
+    def _export(self, args: argparse.Namespace) -> None:
+        from nb2prod.export import export_model
+
+        result = export_model(args.ref, output=args.output)
+        state = "built" if result.built else "already built (no change)"
+        print(
+            f"nb2prod: {result.tag} {state}; carries v{', v'.join(result.versions or (result.model_version,))}"
+        )
+        print(f"nb2prod: service source in {result.source_dir}; serve it with: nb2prod serve {result.name}")
 
     def _monitor(self, args: argparse.Namespace) -> None:
         from IPython.display import display

@@ -270,7 +270,11 @@ def test_drift_on_shifted_rows_and_the_monitor_exit_code(loop: Loop, server: Ser
 def test_monitor_magic_shows_the_report_in_a_kernel(loop: Loop, server: Server) -> None:
     notebook = make_notebook(
         loop.home / "notebooks" / "watch.ipynb",
-        ["%load_ext nb2prod\n%nb2prod monitor tumor --since 1h --html watch.html", "%nb2prod monitor nobody"],
+        [
+            "%load_ext nb2prod\n%nb2prod monitor tumor --since 1h --html watch.html",
+            "%nb2prod monitor nobody",
+            "%nb2prod export tumor@champion",
+        ],
     )
     nb = run_notebook(notebook, loop.home, allow_errors=True)
     shown = nb.cells[0].outputs[0]
@@ -279,6 +283,8 @@ def test_monitor_magic_shows_the_report_in_a_kernel(loop: Loop, server: Server) 
     assert (notebook.parent / "watch.html").read_text().startswith("<!DOCTYPE html>")
     error = "".join(o.get("evalue", "") + "".join(o.get("traceback", [])) for o in nb.cells[1].outputs)
     assert "no Bento of 'nobody'" in error and "most recent call last" not in error
+    exported = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert "already built (no change); carries v2, v1" in exported
 
 
 def test_the_previous_version_answers_when_the_active_one_raises(loop: Loop, server: Server) -> None:
