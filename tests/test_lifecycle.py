@@ -138,3 +138,36 @@ def test_control_older_than_the_bento_is_ignored_newer_is_followed() -> None:
     assert runtime.active == "1" and "version 1" in changed[0]
     assert runtime.apply_control({"active": ("9", time.time() + 1)}) == []  # not carried: logged, kept
     assert runtime.active == "1"
+
+
+def test_writer_sketches_every_row_and_flushes_when_traffic_pauses(
+    tmp_path: Path, breast_cancer: Any
+) -> None:
+    from nb2prod.capture.data import profile_frame
+    from nb2prod.monitoring.report import build_report
+    from nb2prod.serving.monitor import _Writer
+    from nb2prod.serving.store import Store
+
+    frame = breast_cancer
+    profile = {name: p.to_dict() for name, p in profile_frame(frame).items()}
+    features = [c for c in frame.columns if c != "target"][:5]
+    manifest = {
+        "reference": {f: profile[f] for f in features},
+        "target": {"name": "target", "profile": profile["target"]},
+        "model": {"is_classifier": True, "classes": [0, 1]},
+        "schema": [{"name": f, "kind": "float"} for f in features],
+    }
+    store = str(tmp_path / "p.db")
+    writer = _Writer(store, maxsize=1000, on_drop=None, on_write=None)
+    writer.set_manifest(manifest)
+    now = time.time()
+    for i, row in enumerate(frame.head(120).to_dict(orient="records")):
+        writer.put(
+            (f"r{i}", now, "m", "1", {f: row[f] for f in features}, {"prediction": int(row["target"])})
+        )
+    time.sleep(2.0)  # no close, no further rows: the idle writer still flushes its sketches
+    sketched = Store(store, readonly=True).query("SELECT col, SUM(n) FROM sketches GROUP BY col")
+    assert dict(sketched) == {**{f: 120 for f in features}, "__prediction__": 120}
+    report = build_report(store, manifest)
+    assert report.source == "sketches" and report.rows == 120
+    writer.close()

@@ -175,8 +175,14 @@ class _Writer:
     def _run(self) -> None:
         store = Store(self.store)
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=SKETCH_FLUSH_S)
+            except queue.Empty:
+                # traffic paused: sketches still pending reach the store within a second
+                self._flush_sketches(store)
+                continue
             if item is None:
+                self._flush_sketches(store)
                 break
             # Linger before draining: one transaction per ~0.1 s instead of one per request
             # (a commit per row cost ~1 ms of server CPU per request under load).
@@ -196,6 +202,14 @@ class _Writer:
             if done:
                 break
         store.close()
+
+    def _flush_sketches(self, store: Store) -> None:
+        if self.sketcher is None or not self.sketcher.dirty:
+            return
+        try:
+            self.sketcher.flush(store, time.time())
+        except Exception as exc:  # retried with the next flush: the counts stay in memory
+            logger.error("nb2prod: writing drift sketches failed: %s", exc)
 
     def _write(self, store: Store, batch: list[tuple[Any, ...]], *, final: bool = False) -> None:
         events = [row[1] for row in batch if row[0] == "__event__"]
