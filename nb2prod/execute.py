@@ -8,7 +8,8 @@ starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that r
 ``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
 every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
 in wall time, ``import mlflow`` and the store round trips happen in a thread while the kernel
-starts; the run id reaches the kernel just before its first cell (see :class:`_Nb2ProdEngine`).
+starts and runs; the run id reaches the kernel just before the first cell that names nb2prod
+(see :class:`_Gate`).
 
 papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
 """
@@ -22,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -334,21 +336,46 @@ class RunResult:
 # --------------------------------------------------------------------------- the papermill engine
 
 
+_NEEDS_RUN = re.compile(r"nb2prod|^\s*%run\b", re.IGNORECASE | re.MULTILINE)
+
+
 class _Gate:
-    """Hands the run id from the store thread to the engine, just before the first cell runs."""
+    """Hands the run id from the store thread to the kernel, just before the first cell that needs it.
+
+    ``%nb2prod start`` in the kernel reads ``NB2PROD_RUN_ID`` to capture into the runner's run, so
+    the id must be in the kernel's environment before the first cell that names nb2prod
+    (``%load_ext nb2prod``, ``%nb2prod start``, ``import nb2prod``) or runs other code with
+    ``%run``. Cells before it (and every cell of a notebook that never names nb2prod) run while
+    the runner still imports mlflow and opens the run; the runner's time then hides behind the
+    kernel's. A cell that starts a capture session without naming nb2prod (through a helper
+    module) would open a run of its own: name nb2prod in that cell, or start the session earlier.
+    """
 
     def __init__(self, future: Future[tuple[str, Preflight]], on_ready: Callable[[Preflight], None] | None):
         self.future = future
         self.on_ready = on_ready
         self.run_id: str | None = None
+        self.handed = False  # the kernel has the run id
+        self.reported = False  # on_ready was called
         self.cell_index: int | None = None  # index in the executed notebook of the cell running now
 
+    def needs_run(self, source: str) -> bool:
+        return not self.handed and _NEEDS_RUN.search(source) is not None
+
     def wait(self) -> dict[str, str]:
+        """Block until the run is open (raising the store's error); report the pre-flight once."""
         run_id, preflight = self.future.result()
         self.run_id = run_id
-        if self.on_ready is not None:
-            self.on_ready(preflight)
+        if not self.reported:
+            self.reported = True
+            if self.on_ready is not None:
+                self.on_ready(preflight)
         return {"NB2PROD_RUN_ID": run_id}
+
+    def poll(self) -> None:
+        """Without blocking: raise the store's error, or report the pre-flight, once they are known."""
+        if self.future.done() and (self.future.exception() is not None or not self.reported):
+            self.wait()
 
 
 _engine_lock = threading.Lock()
@@ -374,16 +401,19 @@ def _register_engine() -> None:
             def execute(self, **kwargs: Any) -> Any:
                 return super().execute(env=self._kernel_env, **kwargs)
 
-            def papermill_execute_cells(self) -> None:
-                late = self._gate.wait()
-                code = f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
-                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
-                if reply is None or reply["content"]["status"] != "ok":
-                    raise RuntimeError("could not hand the MLflow run id to the kernel")
-                super().papermill_execute_cells()
-
             def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
                 self._gate.cell_index = cell_index
+                if cell.get("cell_type") == "code" and self._gate.needs_run(str(cell.get("source", ""))):
+                    late = self._gate.wait()
+                    code = (
+                        f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
+                    )
+                    reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+                    if reply is None or reply["content"]["status"] != "ok":
+                        raise RuntimeError("could not hand the MLflow run id to the kernel")
+                    self._gate.handed = True
+                else:
+                    self._gate.poll()
                 return super().execute_cell(cell, cell_index, *args, **kwargs)
 
         class _Engine(NBClientEngine):  # type: ignore[misc]
@@ -720,7 +750,7 @@ def run_notebook(
 
     # The run must exist before anything is recorded; a store failure here is the real error.
     try:
-        opened.result()
+        gate.wait()  # a notebook that never named nb2prod ran without waiting for the run
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
