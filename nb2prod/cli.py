@@ -328,6 +328,7 @@ _REPRODUCE_EXIT_CODES = """\b
 Exit codes:
   0    reproduced: same imported packages and Python, notebook, data digests,
        metrics within --rtol, and model predictions on the recorded input example
+       and on the test/reference data the notebook tracked
   1    not reproduced (the reasons are listed)
   2    nothing ran: unknown run, no notebook snapshot, store unreachable
   3-5  the re-execution failed (as for nb2prod run); 130 interrupted"""

@@ -358,6 +358,7 @@ class _Gate:
         self.handed = False  # the kernel has the run id
         self.reported = False  # on_ready was called
         self.cell_index: int | None = None  # index in the executed notebook of the cell running now
+        self.frames_dir: Path | None = None  # where the kernel saves its test/reference frames at the end
 
     def needs_run(self, source: str) -> bool:
         return not self.handed and _NEEDS_RUN.search(source) is not None
@@ -376,6 +377,31 @@ class _Gate:
         """Without blocking: raise the store's error, or report the pre-flight, once they are known."""
         if self.future.done() and (self.future.exception() is not None or not self.reported):
             self.wait()
+
+
+# Run silently in the kernel after the last cell of a reproduction: the DataFrames its capture
+# session tracked with role test or reference, pickled into a folder private to the runner.
+_DUMP_FRAMES = """
+def _nb2prod_dump(folder):
+    import json, os
+    try:
+        from nb2prod import session
+        current = session.current()
+    except Exception:
+        return
+    index = []
+    for i, (name, record) in enumerate(current.datasets.items()):
+        frame = current.frames.get(name)
+        if record.role in ("test", "reference") and frame is not None and hasattr(frame, "to_pickle"):
+            file = f"{{i}}.pkl"
+            frame.to_pickle(os.path.join(folder, file))
+            index.append({{"name": name, "role": record.role, "target": record.target,
+                           "digest": record.digest, "file": file}})
+    with open(os.path.join(folder, "index.json"), "w", encoding="utf-8") as handle:
+        json.dump(index, handle)
+_nb2prod_dump({folder!r})
+del _nb2prod_dump
+"""
 
 
 _engine_lock = threading.Lock()
@@ -415,6 +441,13 @@ def _register_engine() -> None:
                 else:
                     self._gate.poll()
                 return super().execute_cell(cell, cell_index, *args, **kwargs)
+
+            def papermill_execute_cells(self) -> None:
+                super().papermill_execute_cells()
+                if self._gate.frames_dir is not None:
+                    code = _DUMP_FRAMES.format(folder=str(self._gate.frames_dir))
+                    with contextlib.suppress(Exception):  # no frames: the comparison says so
+                        self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
 
         class _Engine(NBClientEngine):  # type: ignore[misc]
             @classmethod
@@ -645,6 +678,7 @@ def run_notebook(
     on_preflight: Callable[[Preflight], None] | None = None,
     params_checked: bool = False,
     register: bool = True,
+    keep_frames: Path | None = None,
 ) -> RunResult:
     """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
 
@@ -669,6 +703,9 @@ def run_notebook(
         params_checked: ``parameters`` were checked by :func:`check_parameters` already.
         register: Register the models the notebook captured once it succeeded (a reproduction
             does not: it only checks).
+        keep_frames: A private folder where the kernel saves, after the last cell, the DataFrames
+            its capture session tracked with role test or reference (``index.json`` lists them);
+            a reproduction re-predicts them with both models.
 
     Returns:
         The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
@@ -725,6 +762,7 @@ def run_notebook(
         threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
 
     gate = _Gate(opened, on_preflight)
+    gate.frames_dir = keep_frames
     out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
     output = out_dir / source.name
     env = _kernel_env(settings, source, exp_name)
@@ -1009,7 +1047,11 @@ class Reproduction:
     The run is reproduced when the re-execution finished and every finding is ok: same Python and
     same versions of every package the notebook imported, same notebook code, the same data
     digests, every metric within ``rtol``, and the same predictions of every model on its recorded
-    input example. Other installed packages that changed are listed but do not count.
+    input example and on every DataFrame the notebook tracked with role test or reference
+    (``%nb2prod data DF --role test``): both the original and the re-run model predict it, class
+    labels must match exactly, probabilities and regression outputs within ``rtol``, and the
+    number of rows that differ is reported. Other installed packages that changed are listed but
+    do not count.
 
     Attributes:
         original_run_id: The run that was reproduced.
@@ -1075,6 +1117,8 @@ def reproduce(
             raise
         experiment = client.get_experiment(original.info.experiment_id).name
         workdir = Path(tempfile.mkdtemp(prefix="nb2prod-reproduce-"))
+        frames_dir = workdir / "reference"
+        frames_dir.mkdir(mode=0o700)
         snapshot = _snapshot_of(client, original, workdir)
         stored = tracking.load_json_artifact(client, run_id, PARAMS_ARTIFACT)
     key = original.data.tags.get(tracking.TAG_NOTEBOOK) or str(snapshot)
@@ -1101,8 +1145,11 @@ def reproduce(
         on_preflight=on_preflight,
         params_checked=True,
         register=False,
+        keep_frames=frames_dir,
     )
-    findings = compare_runs(client, original, result, rtol=rtol, atol=atol)
+    findings = compare_runs(
+        client, original, result, rtol=rtol, atol=atol, reference=_load_reference(frames_dir)
+    )
     verdict = Reproduction(run_id, result, rtol, findings)
     if result.run_id is not None:
         with contextlib.suppress(Exception):
@@ -1146,9 +1193,19 @@ def _fmt(value: Any) -> str | None:
 
 
 def compare_runs(
-    client: MlflowClient, original: Any, result: RunResult, *, rtol: float, atol: float = 1e-12
+    client: MlflowClient,
+    original: Any,
+    result: RunResult,
+    *,
+    rtol: float,
+    atol: float = 1e-12,
+    reference: Sequence[ReferenceFrame] = (),
 ) -> list[Finding]:
-    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``."""
+    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``.
+
+    ``reference``: test/reference DataFrames of the re-execution, which every model pair
+    re-predicts (see :func:`_compare_models`).
+    """
     from nb2prod import tracking
     from nb2prod.capture import environment
 
@@ -1268,7 +1325,11 @@ def compare_runs(
             )
         )
 
-    findings.extend(_compare_models(client, old_id, result.run_id, rtol=rtol, atol=atol))
+    findings.extend(
+        _compare_models(
+            client, old_id, result.run_id, rtol=rtol, atol=atol, reference=reference, old_data=old_data
+        )
+    )
     return findings
 
 
@@ -1288,10 +1349,56 @@ def _model_records(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any
     return records
 
 
+@dataclass(frozen=True)
+class ReferenceFrame:
+    """A test or reference DataFrame the re-execution tracked, to re-predict with both models.
+
+    Attributes:
+        name: Dataset name (as in ``%nb2prod data DF --name``).
+        role: ``test`` or ``reference``.
+        target: The label column (dropped before predicting), if recorded.
+        digest: The frame's content digest in the re-execution.
+        frame: The data.
+    """
+
+    name: str
+    role: str
+    target: str | None
+    digest: str
+    frame: Any
+
+
+def _load_reference(folder: Path) -> list[ReferenceFrame]:
+    """The frames the kernel saved in ``folder`` (our own private folder: see ``_DUMP_FRAMES``)."""
+    import pandas as pd
+
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    frames = []
+    for item in index:
+        with contextlib.suppress(Exception):
+            frame = pd.read_pickle(folder / item["file"])
+            frames.append(
+                ReferenceFrame(item["name"], item["role"], item.get("target"), item["digest"], frame)
+            )
+    return frames
+
+
 def _compare_models(
-    client: MlflowClient, old_id: str, new_id: str, *, rtol: float, atol: float
+    client: MlflowClient,
+    old_id: str,
+    new_id: str,
+    *,
+    rtol: float,
+    atol: float,
+    reference: Sequence[ReferenceFrame] = (),
+    old_data: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Predictions of each original model and its reproduction on the original's input example."""
+    """Predictions of each original model and its reproduction: on the original's input example,
+    and on every test/reference frame of the reproduction (class labels exactly, probabilities and
+    regression outputs within ``rtol``/``atol``), with the number of rows that differ."""
     old_models, new_models = _model_records(client, old_id), _model_records(client, new_id)
     findings: list[Finding] = []
     for name in sorted(old_models.keys() | new_models.keys()):
@@ -1308,21 +1415,8 @@ def _compare_models(
                 )
             )
             continue
-        try:
-            detail = _prediction_difference(a["model_id"], b["model_id"], rtol=rtol, atol=atol)
-        except Exception as exc:
-            detail = (
-                f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
-        findings.append(
-            Finding(
-                "prediction",
-                name,
-                detail is None,
-                a["model_id"],
-                b["model_id"],
-                detail or "same predictions on the recorded input example",
-            )
+        findings.extend(
+            _prediction_findings(name, a["model_id"], b["model_id"], reference, old_data or {}, rtol, atol)
         )
         same_files = a.get("artifact_sha256") == b.get("artifact_sha256")
         findings.append(
@@ -1338,25 +1432,99 @@ def _compare_models(
     return findings
 
 
-def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol: float) -> str | None:
+def _why(exc: BaseException) -> str:
+    return f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _prediction_findings(
+    name: str,
+    old_model: str,
+    new_model: str,
+    reference: Sequence[ReferenceFrame],
+    old_data: Mapping[str, str],
+    rtol: float,
+    atol: float,
+) -> list[Finding]:
     import mlflow
-    import numpy as np
     from mlflow.models import Model
 
+    findings: list[Finding] = []
     with tempfile.TemporaryDirectory(prefix="nb2prod-compare-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
+            example = Model.load(local).load_input_example(local)
+            old = mlflow.pyfunc.load_model(local)
+            new = mlflow.pyfunc.load_model(f"models:/{new_model}")
+        except Exception as exc:
+            return [Finding("prediction", name, False, old_model, new_model, _why(exc))]
         if example is None:
-            return "the original model has no recorded input example"
-        old = mlflow.pyfunc.load_model(local)
-        new = mlflow.pyfunc.load_model(f"models:/{new_model}")
-        outputs = [("predictions", old.predict(example), new.predict(example))]
-        raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
-        if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
-            from nb2prod.capture.models import to_signature_types
+            detail: str | None = "the original model has no recorded input example"
+        else:
+            try:
+                detail = _prediction_difference(old, new, example, rtol=rtol, atol=atol)
+            except Exception as exc:
+                detail = _why(exc)
+        findings.append(
+            Finding(
+                "prediction",
+                name,
+                detail is None,
+                old_model,
+                new_model,
+                detail or "same predictions on the recorded input example",
+            )
+        )
+        for ref in reference:
+            label = f"{name} on {ref.name}"
+            try:
+                features = _features_for(old, ref)
+                detail = _prediction_difference(old, new, features, rtol=rtol, atol=atol)
+            except Exception as exc:
+                findings.append(Finding("prediction", label, False, old_model, new_model, _why(exc)))
+                continue
+            origin = (
+                "the original's data (same digest)"
+                if old_data.get(ref.name) == ref.digest
+                else "the reproduction's data (its digest differs from the original's)"
+            )
+            findings.append(
+                Finding(
+                    "prediction",
+                    label,
+                    detail is None,
+                    old_model,
+                    new_model,
+                    f"{detail} of {ref.role} data '{ref.name}', {origin}"
+                    if detail
+                    else f"same predictions on all {len(features)} rows of {ref.role} data '{ref.name}', {origin}",
+                )
+            )
+    return findings
 
-            frame = to_signature_types(example)
-            outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
+
+def _features_for(model: Any, ref: ReferenceFrame) -> Any:
+    """The columns of ``ref`` the model takes: its signature's inputs, else all but the target."""
+    frame = ref.frame
+    if ref.target and ref.target in getattr(frame, "columns", ()):
+        frame = frame.drop(columns=[ref.target])
+    schema = model.metadata.get_input_schema() if model.metadata is not None else None
+    names = schema.input_names() if schema is not None and schema.has_input_names() else None
+    if names and all(n in frame.columns for n in names):
+        frame = frame[list(names)]
+    return frame
+
+
+def _prediction_difference(old: Any, new: Any, data: Any, *, rtol: float, atol: float) -> str | None:
+    """How the two pyfunc models' outputs on ``data`` differ (None: they agree)."""
+    import numpy as np
+
+    from nb2prod.capture.models import to_signature_types
+
+    outputs = [("predictions", old.predict(data), new.predict(data))]
+    raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
+    if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
+        frame = to_signature_types(data)
+        outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
     problems = []
     for label, x, y in outputs:
         xa, ya = np.asarray(x), np.asarray(y)
@@ -1365,12 +1533,14 @@ def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol:
             continue
         if xa.dtype.kind in "fc" and ya.dtype.kind in "fc":
             bad = ~np.isclose(xa, ya, rtol=rtol, atol=atol, equal_nan=True)
+            how = f"beyond rtol {rtol:g}"
         else:
             bad = xa.astype(str) != ya.astype(str)
+            how = "(exact)"
         if bad.any():
             rows = int(bad.reshape(bad.shape[0], -1).any(axis=1).sum()) if bad.ndim else 1
             total = xa.shape[0] if xa.ndim else 1
-            problems.append(f"{label}: {rows} of {total} rows differ beyond rtol {rtol:g}")
+            problems.append(f"{label}: {rows} of {total} rows differ {how}")
     return "; ".join(problems) or None
 
 
