@@ -1986,8 +1986,15 @@ def _sweep_local(
             if on_result is not None:
                 on_result(result)
         return results
-    # spawn, not fork: the parent holds threads and SQLite connections.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Not fork: the parent holds threads and SQLite connections. A fork server imports papermill,
+    # mlflow and nbconvert once (single-threaded, no store opened) and forks every worker from it:
+    # spawned workers each imported them again (~5 CPU s per worker here), CPU the sequential
+    # sweep never spends since its process has them already.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["nb2prod.execute", "papermill", "mlflow", "nbconvert"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_task, t): t for t in tasks}
         for future in as_completed(futures):
             task = futures[future]
