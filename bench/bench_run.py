@@ -1,10 +1,12 @@
 """Re-execution benchmark: `nb2prod run` vs plain `papermill`, and a sweep on 2 workers vs sequential.
 
-Usage: .venv/bin/python bench/bench_run.py [--repeat 5] [--sweep-runs 8] [--skip-sweep]
+Usage: .venv/bin/python bench/bench_run.py [--repeat 5] [--sweep-runs 8] [--skip-sweep] [--baseline DIR]
 
 Whole-process wall time of each command (what a user waits for), in a fresh temp project on
-its own SQLite store. The two commands alternate so that load from other processes hits both
-alike; the median of the repeats is reported.
+its own SQLite store. The commands alternate so that load from other processes hits all of them
+alike; the median of the repeats is reported. ``--baseline DIR`` adds, side by side, the same
+``nb2prod`` command run with an older copy of the package (``DIR/nb2prod``, e.g. from
+``git archive OLD nb2prod | tar -x -C DIR``) first on ``PYTHONPATH``; the kernel imports that copy too.
 
 Targets (issue "Reproducible re-execution with papermill"): median ratio run/papermill <= 1.15;
 sweep of 8 runs on 2 workers at least 1.7x faster than the same 8 runs sequentially.
@@ -87,26 +89,45 @@ def project() -> tuple[Path, dict[str, str]]:
     return home, env
 
 
-def bench_run(cells: list[object], label: str, repeat: int) -> tuple[str, float, float, float, float, float]:
+def with_baseline(env: dict[str, str], baseline: Path) -> dict[str, str]:
+    old = dict(env)
+    old["PYTHONPATH"] = os.pathsep.join([str(baseline), *filter(None, [env.get("PYTHONPATH")])])
+    return old
+
+
+Row = tuple[str, float, float, float, float, float, float | None, float | None]
+
+
+def bench_run(cells: list[object], label: str, repeat: int, baseline: Path | None) -> Row:
     home, env = project()
     nb = write_notebook(home / "bench.ipynb", cells)
     run_cmd = [str(BIN / "nb2prod"), "run", str(nb), "-p", "C", "0.5", "--no-progress"]
     pm_cmd = [str(BIN / "papermill"), str(nb), str(home / "out.ipynb"), "-p", "C", "0.5", "--no-progress-bar"]
+    old_env = with_baseline(env, baseline) if baseline else None
     timed(run_cmd, env, home)  # warm-up: store migrations, page cache
     timed(pm_cmd, env, home)
-    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+    if old_env is not None:
+        timed(run_cmd, old_env, home)
+    ours, theirs, ours_cpu, theirs_cpu, before, before_cpu = [], [], [], [], [], []
     for _ in range(repeat):
         ours.append(timed(run_cmd, env, home, "run"))
         ours_cpu.append(CPU["run"])
         theirs.append(timed(pm_cmd, env, home, "papermill"))
         theirs_cpu.append(CPU["papermill"])
+        if old_env is not None:
+            before.append(timed(run_cmd, old_env, home, "baseline"))
+            before_cpu.append(CPU["baseline"])
     shutil.rmtree(home, ignore_errors=True)
     a, b = statistics.median(ours), statistics.median(theirs)
-    return label, a, b, a / b, statistics.median(ours_cpu), statistics.median(theirs_cpu)
+    c = statistics.median(before) if before else None
+    c_cpu = statistics.median(before_cpu) if before_cpu else None
+    return label, a, b, a / b, statistics.median(ours_cpu), statistics.median(theirs_cpu), c, c_cpu
 
 
-def bench_sweep(runs: int) -> tuple[float, float, float, float]:
+def bench_sweep(runs: int, baseline: Path | None = None) -> tuple[float, float, float, float]:
     home, env = project()
+    if baseline is not None:
+        env = with_baseline(env, baseline)
     nb = write_notebook(home / "bench.ipynb", CAPTURED)
     values = ",".join(str(0.1 * (i + 1))[:4] for i in range(runs))
     base = [str(BIN / "nb2prod"), "sweep", str(nb), "-p", "C", values]
@@ -122,34 +143,52 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sweep-runs", type=int, default=8)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument(
+        "--baseline", type=Path, help="folder holding an older nb2prod package, run side by side"
+    )
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     rows = [
-        bench_run(PLAIN, "plain notebook (3 cells, no nb2prod inside)", args.repeat),
-        bench_run(CAPTURED, "notebook with %nb2prod start + mlflow metric", args.repeat),
+        bench_run(PLAIN, "plain notebook (3 cells, no nb2prod inside)", args.repeat, baseline),
+        bench_run(CAPTURED, "notebook with %nb2prod start + mlflow metric", args.repeat, baseline),
     ]
+    print(f"load average {os.getloadavg()[0]:.2f} after the run/papermill pairs")
     print()
-    print("| notebook | nb2prod run (s) | papermill (s) | ratio | target | CPU s run / papermill |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, a, b, ratio, cpu_a, cpu_b in rows:
+    head = "| notebook | nb2prod run (s) | papermill (s) | ratio | target | CPU s run / papermill |"
+    rule = "| --- | --- | --- | --- | --- | --- |"
+    if baseline:
+        head += " baseline run (s) | baseline ratio | baseline CPU s |"
+        rule += " --- | --- | --- |"
+    print(head)
+    print(rule)
+    for label, a, b, ratio, cpu_a, cpu_b, c, cpu_c in rows:
         verdict = "ok" if ratio <= 1.15 else "MISSED"
-        print(
+        line = (
             f"| {label} | {a:.2f} | {b:.2f} | {ratio:.2f} | <= 1.15 {verdict} | {cpu_a:.1f} / {cpu_b:.1f} |"
         )
+        if c is not None and cpu_c is not None:
+            line += f" {c:.2f} | {c / b:.2f} | {cpu_c:.1f} |"
+        print(line)
     if not args.skip_sweep:
-        seq, par, cpu_seq, cpu_par = bench_sweep(args.sweep_runs)
-        speedup = seq / par
+        sweeps = [("this tree", bench_sweep(args.sweep_runs))]
+        if baseline:
+            sweeps.append(("baseline", bench_sweep(args.sweep_runs, baseline)))
         print()
-        print("| sweep | sequential --jobs 1 (s) | --jobs 2 (s) | speed-up | target | cores busy seq / par |")
-        print("| --- | --- | --- | --- | --- | --- |")
         print(
-            f"| {args.sweep_runs} runs | {seq:.1f} | {par:.1f} | {speedup:.2f}x | >= 1.7x "
-            f"{'ok' if speedup >= 1.7 else 'MISSED'} | {cpu_seq / seq:.2f} / {cpu_par / par:.2f} |"
+            "| sweep | code | sequential --jobs 1 (s) | --jobs 2 (s) | speed-up | target | cores busy seq / par |"
         )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for code, (seq, par, cpu_seq, cpu_par) in sweeps:
+            speedup = seq / par
+            print(
+                f"| {args.sweep_runs} runs | {code} | {seq:.1f} | {par:.1f} | {speedup:.2f}x | >= 1.7x "
+                f"{'ok' if speedup >= 1.7 else 'MISSED'} | {cpu_seq / seq:.2f} / {cpu_par / par:.2f} |"
+            )
     print(f"\nload average {os.getloadavg()[0]:.2f} at end")
 
 

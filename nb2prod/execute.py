@@ -8,7 +8,8 @@ starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that r
 ``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
 every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
 in wall time, ``import mlflow`` and the store round trips happen in a thread while the kernel
-starts; the run id reaches the kernel just before its first cell (see :class:`_Nb2ProdEngine`).
+starts and runs; the run id reaches the kernel just before the first cell that names nb2prod
+(see :class:`_Gate`).
 
 papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
 """
@@ -22,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -334,21 +336,79 @@ class RunResult:
 # --------------------------------------------------------------------------- the papermill engine
 
 
+_NEEDS_RUN = re.compile(r"nb2prod|^\s*%run\b", re.IGNORECASE | re.MULTILINE)
+
+
 class _Gate:
-    """Hands the run id from the store thread to the engine, just before the first cell runs."""
+    """Hands the run id from the store thread to the kernel, just before the first cell that needs it.
 
-    def __init__(self, future: Future[tuple[str, Preflight]], on_ready: Callable[[Preflight], None] | None):
-        self.future = future
+    ``%nb2prod start`` in the kernel reads ``NB2PROD_RUN_ID`` to capture into the runner's run, so
+    the id must be in the kernel's environment before the first cell that names nb2prod
+    (``%load_ext nb2prod``, ``%nb2prod start``, ``import nb2prod``) or runs other code with
+    ``%run``. Cells before it (and every cell of a notebook that never names nb2prod) run while
+    the runner still imports mlflow and opens the run; the runner's time then hides behind the
+    kernel's. A cell that starts a capture session without naming nb2prod (through a helper
+    module) would open a run of its own: name nb2prod in that cell, or start the session earlier.
+    """
+
+    def __init__(
+        self, created: Future[str], opened: Future[_Opened], on_ready: Callable[[Preflight], None] | None
+    ):
+        self.created = created  # the run id (known early when the SQLite fast path created the run)
+        self.opened = opened  # the run with its parameters, source snapshot and pre-flight recorded
         self.on_ready = on_ready
-        self.run_id: str | None = None
+        self.handed = False  # the kernel has the run id
+        self.reported = False  # on_ready was called
         self.cell_index: int | None = None  # index in the executed notebook of the cell running now
+        self.frames_dir: Path | None = None  # where the kernel saves its test/reference frames at the end
 
-    def wait(self) -> dict[str, str]:
-        run_id, preflight = self.future.result()
-        self.run_id = run_id
-        if self.on_ready is not None:
-            self.on_ready(preflight)
-        return {"NB2PROD_RUN_ID": run_id}
+    def needs_run(self, source: str) -> bool:
+        return not self.handed and _NEEDS_RUN.search(source) is not None
+
+    def run_id(self) -> dict[str, str]:
+        """Block until the run exists (raising the store's error)."""
+        return {"NB2PROD_RUN_ID": self.created.result()}
+
+    def wait(self) -> _Opened:
+        """Block until the run is fully opened (raising the store's error); report the pre-flight once."""
+        run = self.opened.result()
+        if not self.reported:
+            self.reported = True
+            if self.on_ready is not None:
+                self.on_ready(run.preflight)
+        return run
+
+    def poll(self) -> None:
+        """Without blocking: raise the store's error, or report the pre-flight, once they are known."""
+        if self.created.done() and self.created.exception() is not None:
+            self.created.result()
+        if self.opened.done() and (self.opened.exception() is not None or not self.reported):
+            self.wait()
+
+
+# Run silently in the kernel after the last cell of a reproduction: the DataFrames its capture
+# session tracked with role test or reference, pickled into a folder private to the runner.
+_DUMP_FRAMES = """
+def _nb2prod_dump(folder):
+    import json, os
+    try:
+        from nb2prod import session
+        current = session.current()
+    except Exception:
+        return
+    index = []
+    for i, (name, record) in enumerate(current.datasets.items()):
+        frame = current.frames.get(name)
+        if record.role in ("test", "reference") and frame is not None and hasattr(frame, "to_pickle"):
+            file = f"{{i}}.pkl"
+            frame.to_pickle(os.path.join(folder, file))
+            index.append({{"name": name, "role": record.role, "target": record.target,
+                           "digest": record.digest, "file": file}})
+    with open(os.path.join(folder, "index.json"), "w", encoding="utf-8") as handle:
+        json.dump(index, handle)
+_nb2prod_dump({folder!r})
+del _nb2prod_dump
+"""
 
 
 _engine_lock = threading.Lock()
@@ -374,17 +434,27 @@ def _register_engine() -> None:
             def execute(self, **kwargs: Any) -> Any:
                 return super().execute(env=self._kernel_env, **kwargs)
 
-            def papermill_execute_cells(self) -> None:
-                late = self._gate.wait()
-                code = f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
-                reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
-                if reply is None or reply["content"]["status"] != "ok":
-                    raise RuntimeError("could not hand the MLflow run id to the kernel")
-                super().papermill_execute_cells()
-
             def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
                 self._gate.cell_index = cell_index
+                if cell.get("cell_type") == "code" and self._gate.needs_run(str(cell.get("source", ""))):
+                    late = self._gate.run_id()
+                    code = (
+                        f"import os as _nb2prod_os\n_nb2prod_os.environ.update({late!r})\ndel _nb2prod_os\n"
+                    )
+                    reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+                    if reply is None or reply["content"]["status"] != "ok":
+                        raise RuntimeError("could not hand the MLflow run id to the kernel")
+                    self._gate.handed = True
+                else:
+                    self._gate.poll()
                 return super().execute_cell(cell, cell_index, *args, **kwargs)
+
+            def papermill_execute_cells(self) -> None:
+                super().papermill_execute_cells()
+                if self._gate.frames_dir is not None:
+                    code = _DUMP_FRAMES.format(folder=str(self._gate.frames_dir))
+                    with contextlib.suppress(Exception):  # no frames: the comparison says so
+                        self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
 
         class _Engine(NBClientEngine):  # type: ignore[misc]
             @classmethod
@@ -594,6 +664,7 @@ class _Opened:
     run_id: str
     experiment: str
     preflight: Preflight
+    environment: EnvironmentSnapshot
 
 
 def run_notebook(
@@ -615,6 +686,7 @@ def run_notebook(
     on_preflight: Callable[[Preflight], None] | None = None,
     params_checked: bool = False,
     register: bool = True,
+    keep_frames: Path | None = None,
 ) -> RunResult:
     """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
 
@@ -639,6 +711,9 @@ def run_notebook(
         params_checked: ``parameters`` were checked by :func:`check_parameters` already.
         register: Register the models the notebook captured once it succeeded (a reproduction
             does not: it only checks).
+        keep_frames: A private folder where the kernel saves, after the last cell, the DataFrames
+            its capture session tracked with role test or reference (``index.json`` lists them);
+            a reproduction re-predicts them with both models.
 
     Returns:
         The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
@@ -663,25 +738,38 @@ def run_notebook(
     from nb2prod import tracking
 
     tracking.check_reachable(settings)
-    opened: Future[tuple[str, Preflight]] = Future()
-    holder: dict[str, _Opened] = {}
+    created: Future[str] = Future()
+    opened: Future[_Opened] = Future()
+    early: tuple[str, str] | None = None  # (run id, experiment id) created without mlflow
+    if not strict and against is None:
+        tags = _run_tags(source, key, parent_run_id, extra_tags, reexecutes)
+        early = _create_run_fast(settings, exp_name, tags)
+        if early is not None:
+            created.set_result(early[0])
 
     def open_run() -> None:
         try:
-            holder["run"] = _open_run(
-                settings,
-                source,
-                key,
-                exp_name,
-                params,
-                against,
-                strict,
-                parent_run_id,
-                reexecutes,
-                extra_tags,
+            opened.set_result(
+                _open_run(
+                    settings,
+                    source,
+                    key,
+                    exp_name,
+                    params,
+                    against,
+                    strict,
+                    parent_run_id,
+                    reexecutes,
+                    extra_tags,
+                    created,
+                    early,
+                )
             )
-            opened.set_result((holder["run"].run_id, holder["run"].preflight))
         except BaseException as exc:
+            if not created.done():
+                created.set_exception(exc)
+            elif early is not None:
+                _fail_fast(settings, early[0])  # created early, then the store failed: not left RUNNING
             opened.set_exception(exc)
             return
         if not strict:
@@ -694,7 +782,8 @@ def run_notebook(
     else:
         threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
 
-    gate = _Gate(opened, on_preflight)
+    gate = _Gate(created, opened, on_preflight)
+    gate.frames_dir = keep_frames
     out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
     output = out_dir / source.name
     env = _kernel_env(settings, source, exp_name)
@@ -720,11 +809,10 @@ def run_notebook(
 
     # The run must exist before anything is recorded; a store failure here is the real error.
     try:
-        opened.result()
+        run = gate.wait()  # a notebook that never named nb2prod ran without waiting for the run
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    run = holder["run"]
     executed = _read_executed(output)
     error = _failure(failure, gate, executed, source_ids) if failure is not None else None
     return _finish(
@@ -783,6 +871,32 @@ def _read_executed(output: Path) -> Any:
         return None
 
 
+def _run_tags(
+    source: Path,
+    key: str,
+    parent_run_id: str | None,
+    extra_tags: Mapping[str, str] | None,
+    link: str | None,
+) -> dict[str, str]:
+    from nb2prod import tracking
+    from nb2prod.capture import environment
+
+    digest = environment.notebook_info(notebook_path=source)[0]
+    tags = {
+        TAG_KIND: "run",
+        tracking.TAG_NOTEBOOK: key,
+        "mlflow.source.name": key,
+        "mlflow.source.type": "NOTEBOOK",
+        TAG_SOURCE_DIGEST: digest.code_digest if digest else "",
+    }
+    if link:
+        tags[TAG_REEXECUTES] = link
+    if parent_run_id:
+        tags[TAG_PARENT] = parent_run_id
+    tags.update(extra_tags or {})
+    return tags
+
+
 def _open_run(
     settings: Settings,
     source: Path,
@@ -794,14 +908,19 @@ def _open_run(
     parent_run_id: str | None,
     reexecutes: str | None,
     extra_tags: Mapping[str, str] | None,
+    created: Future[str],
+    early: tuple[str, str] | None = None,
 ) -> _Opened:
+    """Pre-flight check, then the run (unless ``early`` created it) with its parameters and source.
+
+    ``created`` gets the run id as soon as the run exists.
+    """
     from nb2prod import tracking
-    from nb2prod.capture import environment
 
     current = current_environment(source)
     with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
         client = tracking.client(settings)
-        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
+        experiment_id = early[1] if early else tracking.ensure_experiment(settings, client, exp_name)
         check = preflight(client, experiment_id, key, current, against)
         if strict and check.blocking:
             raise PreflightError(
@@ -809,22 +928,17 @@ def _open_run(
                 f"{check.against_run_id} in what the notebook imports: " + "; ".join(check.blocking),
                 hint="install the recorded versions (requirements.txt of that run), or drop --strict",
             )
-        digest = environment.notebook_info(notebook_path=source)[0]
-        tags = {
-            TAG_KIND: "run",
-            tracking.TAG_NOTEBOOK: key,
-            "mlflow.source.name": key,
-            "mlflow.source.type": "NOTEBOOK",
-            TAG_SOURCE_DIGEST: digest.code_digest if digest else "",
-        }
         link = reexecutes or check.against_run_id
-        if link:
-            tags[TAG_REEXECUTES] = link
-        if parent_run_id:
-            tags[TAG_PARENT] = parent_run_id
-        tags.update(extra_tags or {})
-        run = client.create_run(experiment_id, tags=tags)
-        run_id = run.info.run_id
+        if early is None:
+            run = client.create_run(
+                experiment_id, tags=_run_tags(source, key, parent_run_id, extra_tags, link)
+            )
+            run_id = run.info.run_id
+            created.set_result(run_id)
+        else:
+            run_id = early[0]
+            if link and not reexecutes:
+                client.set_tag(run_id, TAG_REEXECUTES, link)
         from mlflow.entities import Param
 
         client.log_batch(run_id, params=[Param(k, v) for k, v in _params_for_mlflow(params).items()])
@@ -832,10 +946,107 @@ def _open_run(
         _log_file_as(client, run_id, source, SOURCE_ARTIFACT)
         if check.diff is not None:
             tracking.log_json(client, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
-        # The runner's view of the environment; %nb2prod start in the notebook overwrites it with
-        # the kernel's own (which also knows what the cells imported at run time).
-        tracking.log_json(client, run_id, current.to_dict(), tracking.ENVIRONMENT_JSON)
-    return _Opened(client, run_id, exp_name, check)
+    return _Opened(client, run_id, exp_name, check, current)
+
+
+# The SQLite schema (alembic revision) of the MLflow version whose ``SqlAlchemyStore.create_run``
+# ``_create_run_fast`` mirrors (MLflow 3.17). Any other revision takes the MLflow path.
+_SQLITE_SCHEMA = "dc11669786a5"
+_SQLITE_TIMEOUT = 30.0
+
+
+def _sqlite_path(settings: Settings) -> Path | None:
+    uri = settings.tracking_uri
+    if not uri.startswith("sqlite:///") or "?" in uri or os.environ.get("MLFLOW_WORKSPACE"):
+        return None
+    path = Path(uri[len("sqlite:///") :])
+    return path if path.is_file() else None
+
+
+def _create_run_fast(settings: Settings, exp_name: str, tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """Create the run with one SQLite transaction, without importing mlflow (~2-4 s here).
+
+    Writes what MLflow's ``SqlAlchemyStore.create_run`` writes (a ``runs`` row and its tags, with
+    the artifact location under the experiment's), and only when the store is an existing SQLite
+    file at the known schema revision and the experiment exists and is active; otherwise returns
+    None and the run is created through MLflow. Returns (run id, experiment id).
+    """
+    import sqlite3
+    import uuid
+
+    path = _sqlite_path(settings)
+    if path is None:
+        return None
+    try:
+        con = sqlite3.connect(str(path), timeout=_SQLITE_TIMEOUT, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        version = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        if version is None or version[0] != _SQLITE_SCHEMA:
+            return None
+        row = con.execute(
+            "SELECT experiment_id, artifact_location FROM experiments"
+            " WHERE name = ? AND workspace = 'default' AND lifecycle_stage = 'active'",
+            (exp_name,),
+        ).fetchone()
+        if row is None or not row[1]:
+            return None
+        experiment_id, location = str(row[0]), str(row[1]).rstrip("/")
+        run_id = uuid.uuid4().hex
+        name = (
+            tags.get("mlflow.runName")
+            or f"{Path(str(tags.get('mlflow.source.name', 'run'))).stem}-{run_id[:6]}"
+        )
+        all_tags = {**tags, "mlflow.runName": name}
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id,"
+                " status, start_time, end_time, source_version, lifecycle_stage, artifact_uri,"
+                " experiment_id, deleted_time)"
+                " VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
+                (
+                    run_id,
+                    name,
+                    all_tags.get("mlflow.user", "unknown"),
+                    int(time.time() * 1000),
+                    f"{location}/{run_id}/artifacts",
+                    int(experiment_id),
+                ),
+            )
+            con.executemany(
+                "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                [(k, str(v)[:8000], run_id) for k, v in all_tags.items()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return run_id, experiment_id
+    except (sqlite3.Error, ValueError):
+        return None
+    finally:
+        con.close()
+
+
+def _fail_fast(settings: Settings, run_id: str) -> None:
+    """Mark a run created by :func:`_create_run_fast` FAILED when the store failed afterwards."""
+    import sqlite3
+
+    path = _sqlite_path(settings)
+    if path is None:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        con = sqlite3.connect(str(path), timeout=_SQLITE_TIMEOUT)
+        try:
+            with con:
+                con.execute(
+                    "UPDATE runs SET status = 'FAILED', end_time = ? WHERE run_uuid = ?",
+                    (int(time.time() * 1000), run_id),
+                )
+        finally:
+            con.close()
 
 
 def _finish(
@@ -860,6 +1071,10 @@ def _finish(
     ):
         # The kernel records the notebook it read; keep the source's key (a snapshot may have run).
         client.set_tag(run_id, tracking.TAG_NOTEBOOK, key)
+        # The runner's view of the environment, unless %nb2prod start in the kernel recorded its own
+        # (which also knows what the cells imported at run time).
+        if tracking.ENVIRONMENT_JSON not in {item.path for item in client.list_artifacts(run_id)}:
+            tracking.log_json(client, run_id, run.environment.to_dict(), tracking.ENVIRONMENT_JSON)
         if output is not None:
             _log_file_as(client, run_id, output, EXECUTED_ARTIFACT)
             html = _html(executed)
@@ -979,7 +1194,11 @@ class Reproduction:
     The run is reproduced when the re-execution finished and every finding is ok: same Python and
     same versions of every package the notebook imported, same notebook code, the same data
     digests, every metric within ``rtol``, and the same predictions of every model on its recorded
-    input example. Other installed packages that changed are listed but do not count.
+    input example and on every DataFrame the notebook tracked with role test or reference
+    (``%nb2prod data DF --role test``): both the original and the re-run model predict it, class
+    labels must match exactly, probabilities and regression outputs within ``rtol``, and the
+    number of rows that differ is reported. Other installed packages that changed are listed but
+    do not count.
 
     Attributes:
         original_run_id: The run that was reproduced.
@@ -1045,6 +1264,8 @@ def reproduce(
             raise
         experiment = client.get_experiment(original.info.experiment_id).name
         workdir = Path(tempfile.mkdtemp(prefix="nb2prod-reproduce-"))
+        frames_dir = workdir / "reference"
+        frames_dir.mkdir(mode=0o700)
         snapshot = _snapshot_of(client, original, workdir)
         stored = tracking.load_json_artifact(client, run_id, PARAMS_ARTIFACT)
     key = original.data.tags.get(tracking.TAG_NOTEBOOK) or str(snapshot)
@@ -1071,8 +1292,19 @@ def reproduce(
         on_preflight=on_preflight,
         params_checked=True,
         register=False,
+        keep_frames=frames_dir,
     )
-    findings = compare_runs(client, original, result, rtol=rtol, atol=atol)
+    # The original's own stored test/reference rows first (recorded at capture, digest checked);
+    # the frames the re-execution tracked for those it did not store.
+    stored = [
+        ReferenceFrame(
+            str(rec.get("name")), str(rec.get("role")), rec.get("target"), str(rec.get("digest")), frame
+        )
+        for rec, frame, matches in tracking.load_holdouts(client, run_id)
+        if matches
+    ]
+    dumped = [ref for ref in _load_reference(frames_dir) if ref.name not in {s.name for s in stored}]
+    findings = compare_runs(client, original, result, rtol=rtol, atol=atol, reference=[*stored, *dumped])
     verdict = Reproduction(run_id, result, rtol, findings)
     if result.run_id is not None:
         with contextlib.suppress(Exception):
@@ -1116,9 +1348,19 @@ def _fmt(value: Any) -> str | None:
 
 
 def compare_runs(
-    client: MlflowClient, original: Any, result: RunResult, *, rtol: float, atol: float = 1e-12
+    client: MlflowClient,
+    original: Any,
+    result: RunResult,
+    *,
+    rtol: float,
+    atol: float = 1e-12,
+    reference: Sequence[ReferenceFrame] = (),
 ) -> list[Finding]:
-    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``."""
+    """Every comparison between ``original`` (an MLflow run) and its re-execution ``result``.
+
+    ``reference``: test/reference DataFrames of the re-execution, which every model pair
+    re-predicts (see :func:`_compare_models`).
+    """
     from nb2prod import tracking
     from nb2prod.capture import environment
 
@@ -1238,7 +1480,11 @@ def compare_runs(
             )
         )
 
-    findings.extend(_compare_models(client, old_id, result.run_id, rtol=rtol, atol=atol))
+    findings.extend(
+        _compare_models(
+            client, old_id, result.run_id, rtol=rtol, atol=atol, reference=reference, old_data=old_data
+        )
+    )
     return findings
 
 
@@ -1258,10 +1504,56 @@ def _model_records(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any
     return records
 
 
+@dataclass(frozen=True)
+class ReferenceFrame:
+    """A test or reference DataFrame the re-execution tracked, to re-predict with both models.
+
+    Attributes:
+        name: Dataset name (as in ``%nb2prod data DF --name``).
+        role: ``test`` or ``reference``.
+        target: The label column (dropped before predicting), if recorded.
+        digest: The frame's content digest in the re-execution.
+        frame: The data.
+    """
+
+    name: str
+    role: str
+    target: str | None
+    digest: str
+    frame: Any
+
+
+def _load_reference(folder: Path) -> list[ReferenceFrame]:
+    """The frames the kernel saved in ``folder`` (our own private folder: see ``_DUMP_FRAMES``)."""
+    import pandas as pd
+
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    frames = []
+    for item in index:
+        with contextlib.suppress(Exception):
+            frame = pd.read_pickle(folder / item["file"])
+            frames.append(
+                ReferenceFrame(item["name"], item["role"], item.get("target"), item["digest"], frame)
+            )
+    return frames
+
+
 def _compare_models(
-    client: MlflowClient, old_id: str, new_id: str, *, rtol: float, atol: float
+    client: MlflowClient,
+    old_id: str,
+    new_id: str,
+    *,
+    rtol: float,
+    atol: float,
+    reference: Sequence[ReferenceFrame] = (),
+    old_data: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Predictions of each original model and its reproduction on the original's input example."""
+    """Predictions of each original model and its reproduction: on the original's input example,
+    and on every test/reference frame of the reproduction (class labels exactly, probabilities and
+    regression outputs within ``rtol``/``atol``), with the number of rows that differ."""
     old_models, new_models = _model_records(client, old_id), _model_records(client, new_id)
     findings: list[Finding] = []
     for name in sorted(old_models.keys() | new_models.keys()):
@@ -1278,21 +1570,8 @@ def _compare_models(
                 )
             )
             continue
-        try:
-            detail = _prediction_difference(a["model_id"], b["model_id"], rtol=rtol, atol=atol)
-        except Exception as exc:
-            detail = (
-                f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
-        findings.append(
-            Finding(
-                "prediction",
-                name,
-                detail is None,
-                a["model_id"],
-                b["model_id"],
-                detail or "same predictions on the recorded input example",
-            )
+        findings.extend(
+            _prediction_findings(name, a["model_id"], b["model_id"], reference, old_data or {}, rtol, atol)
         )
         same_files = a.get("artifact_sha256") == b.get("artifact_sha256")
         findings.append(
@@ -1308,25 +1587,99 @@ def _compare_models(
     return findings
 
 
-def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol: float) -> str | None:
+def _why(exc: BaseException) -> str:
+    return f"could not compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _prediction_findings(
+    name: str,
+    old_model: str,
+    new_model: str,
+    reference: Sequence[ReferenceFrame],
+    old_data: Mapping[str, str],
+    rtol: float,
+    atol: float,
+) -> list[Finding]:
     import mlflow
-    import numpy as np
     from mlflow.models import Model
 
+    findings: list[Finding] = []
     with tempfile.TemporaryDirectory(prefix="nb2prod-compare-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{old_model}", dst_path=tmp)
+            example = Model.load(local).load_input_example(local)
+            old = mlflow.pyfunc.load_model(local)
+            new = mlflow.pyfunc.load_model(f"models:/{new_model}")
+        except Exception as exc:
+            return [Finding("prediction", name, False, old_model, new_model, _why(exc))]
         if example is None:
-            return "the original model has no recorded input example"
-        old = mlflow.pyfunc.load_model(local)
-        new = mlflow.pyfunc.load_model(f"models:/{new_model}")
-        outputs = [("predictions", old.predict(example), new.predict(example))]
-        raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
-        if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
-            from nb2prod.capture.models import to_signature_types
+            detail: str | None = "the original model has no recorded input example"
+        else:
+            try:
+                detail = _prediction_difference(old, new, example, rtol=rtol, atol=atol)
+            except Exception as exc:
+                detail = _why(exc)
+        findings.append(
+            Finding(
+                "prediction",
+                name,
+                detail is None,
+                old_model,
+                new_model,
+                detail or "same predictions on the recorded input example",
+            )
+        )
+        for ref in reference:
+            label = f"{name} on {ref.name}"
+            try:
+                features = _features_for(old, ref)
+                detail = _prediction_difference(old, new, features, rtol=rtol, atol=atol)
+            except Exception as exc:
+                findings.append(Finding("prediction", label, False, old_model, new_model, _why(exc)))
+                continue
+            origin = (
+                "the original's data (same digest)"
+                if old_data.get(ref.name) == ref.digest
+                else "the reproduction's data (its digest differs from the original's)"
+            )
+            findings.append(
+                Finding(
+                    "prediction",
+                    label,
+                    detail is None,
+                    old_model,
+                    new_model,
+                    f"{detail} of {ref.role} data '{ref.name}', {origin}"
+                    if detail
+                    else f"same predictions on all {len(features)} rows of {ref.role} data '{ref.name}', {origin}",
+                )
+            )
+    return findings
 
-            frame = to_signature_types(example)
-            outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
+
+def _features_for(model: Any, ref: ReferenceFrame) -> Any:
+    """The columns of ``ref`` the model takes: its signature's inputs, else all but the target."""
+    frame = ref.frame
+    if ref.target and ref.target in getattr(frame, "columns", ()):
+        frame = frame.drop(columns=[ref.target])
+    schema = model.metadata.get_input_schema() if model.metadata is not None else None
+    names = schema.input_names() if schema is not None and schema.has_input_names() else None
+    if names and all(n in frame.columns for n in names):
+        frame = frame[list(names)]
+    return frame
+
+
+def _prediction_difference(old: Any, new: Any, data: Any, *, rtol: float, atol: float) -> str | None:
+    """How the two pyfunc models' outputs on ``data`` differ (None: they agree)."""
+    import numpy as np
+
+    from nb2prod.capture.models import to_signature_types
+
+    outputs = [("predictions", old.predict(data), new.predict(data))]
+    raw_old, raw_new = old.get_raw_model(), new.get_raw_model()
+    if hasattr(raw_old, "predict_proba") and hasattr(raw_new, "predict_proba"):
+        frame = to_signature_types(data)
+        outputs.append(("probabilities", raw_old.predict_proba(frame), raw_new.predict_proba(frame)))
     problems = []
     for label, x, y in outputs:
         xa, ya = np.asarray(x), np.asarray(y)
@@ -1335,12 +1688,14 @@ def _prediction_difference(old_model: str, new_model: str, *, rtol: float, atol:
             continue
         if xa.dtype.kind in "fc" and ya.dtype.kind in "fc":
             bad = ~np.isclose(xa, ya, rtol=rtol, atol=atol, equal_nan=True)
+            how = f"beyond rtol {rtol:g}"
         else:
             bad = xa.astype(str) != ya.astype(str)
+            how = "(exact)"
         if bad.any():
             rows = int(bad.reshape(bad.shape[0], -1).any(axis=1).sum()) if bad.ndim else 1
             total = xa.shape[0] if xa.ndim else 1
-            problems.append(f"{label}: {rows} of {total} rows differ beyond rtol {rtol:g}")
+            problems.append(f"{label}: {rows} of {total} rows differ {how}")
     return "; ".join(problems) or None
 
 
@@ -1639,8 +1994,15 @@ def _sweep_local(
             if on_result is not None:
                 on_result(result)
         return results
-    # spawn, not fork: the parent holds threads and SQLite connections.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Not fork: the parent holds threads and SQLite connections. A fork server imports papermill,
+    # mlflow and nbconvert once (single-threaded, no store opened) and forks every worker from it:
+    # spawned workers each imported them again (~5 CPU s per worker here), CPU the sequential
+    # sweep never spends since its process has them already.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["nb2prod.execute", "papermill", "mlflow", "nbconvert"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_task, t): t for t in tasks}
         for future in as_completed(futures):
             task = futures[future]

@@ -470,32 +470,18 @@ def load_registered(
 
 def _holdout_from_run(client: MlflowClient, run_id: str) -> tuple[Any, str, str] | None:
     """The test (or reference) frame the run's notebook tracked, with its target and a label."""
-    import pandas as pd
-
     from nb2prod import tracking
-    from nb2prod.capture.hashing import digest_object
 
-    try:
-        files = [f.path for f in client.list_artifacts(run_id, "datasets")]
-    except Exception:
-        return None
-    for role in ("test", "reference"):
-        for path in files:
-            if not path.endswith(".json"):
-                continue
-            record = tracking.load_json_artifact(client, run_id, path) or {}
-            stem = path[: -len(".json")]
-            if record.get("role") != role or not record.get("target") or f"{stem}.parquet" not in files:
-                continue
-            with tempfile.TemporaryDirectory(prefix="nb2prod-holdout-") as tmp:
-                local = client.download_artifacts(run_id, f"{stem}.parquet", tmp)
-                frame = pd.read_parquet(local)
-            if digest_object(frame) != record.get("digest"):
-                raise LifecycleError(
-                    f"the stored holdout {stem}.parquet of run {run_id} does not match its recorded digest",
-                    hint="the artifact changed after capture; score on a file with --holdout",
-                )
-            return frame, str(record["target"]), f"{record.get('name')} ({role} rows of run {run_id[:12]})"
+    for record, frame, matches in tracking.load_holdouts(client, run_id):
+        if not record.get("target"):
+            continue
+        if not matches:
+            raise LifecycleError(
+                f"the stored holdout {record.get('name')}.parquet of run {run_id} does not match its recorded digest",
+                hint="the artifact changed after capture; score on a file with --holdout",
+            )
+        where = f"{record.get('name')} ({record.get('role')} rows of run {run_id[:12]})"
+        return frame, str(record["target"]), where
     return None
 
 

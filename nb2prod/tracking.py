@@ -168,3 +168,32 @@ def previous_run_id(
         if run.info.run_id != exclude:
             return run.info.run_id
     return None
+
+
+def load_holdouts(client: MlflowClient, run_id: str) -> list[tuple[dict[str, Any], Any, bool]]:
+    """The test and reference frames a run stored (``datasets/NAME.parquet``, see
+    ``session._log_holdout``): each as (dataset record, DataFrame, digest matches the record).
+
+    Test frames come first. A run without stored frames gives an empty list.
+    """
+    import pandas as pd
+
+    from nb2prod.capture.hashing import digest_object
+
+    try:
+        files = {f.path for f in client.list_artifacts(run_id, "datasets")}
+    except Exception:
+        return []
+    found: list[tuple[dict[str, Any], Any, bool]] = []
+    for path in sorted(files):
+        stem = path[: -len(".json")] if path.endswith(".json") else None
+        if stem is None or f"{stem}.parquet" not in files:
+            continue
+        record = load_json_artifact(client, run_id, path) or {}
+        if record.get("role") not in ("test", "reference"):
+            continue
+        with tempfile.TemporaryDirectory(prefix="nb2prod-holdout-") as tmp:
+            frame = pd.read_parquet(client.download_artifacts(run_id, f"{stem}.parquet", tmp))
+        found.append((record, frame, digest_object(frame) == record.get("digest")))
+    found.sort(key=lambda item: item[0].get("role") != "test")
+    return found

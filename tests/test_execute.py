@@ -421,12 +421,29 @@ def test_reproduce_names_changed_data_metrics_and_predictions(nbs: Path, client:
     assert first.registered == {"tiny": "1"}
     assert set(first.data_digests) >= {"train", "test"}
     assert "test_accuracy" in first.metrics
+    # Same data: reproduced, and both models re-predicted the whole test frame, not only the example.
+    same = reproduce(first.run_id, progress=False)
+    assert same.reproduced, same.reasons
+    on_test = next(f for f in same.findings if (f.check, f.name) == ("prediction", "tiny on test"))
+    assert on_test.ok
+    assert (
+        on_test.detail
+        == "same predictions on all 20 rows of test data 'test', the original's data (same digest)"
+    )
     # Same file name, different content: the data digests must tell.
     _write_data(nbs / "data.csv", 3.0)
     verdict = reproduce(first.run_id, progress=False)
     assert not verdict.reproduced
     reasons = {(f.check, f.name) for f in verdict.reasons}
-    assert {("data", "train"), ("data", "test"), ("prediction", "tiny")} <= reasons
+    assert {
+        ("data", "train"),
+        ("data", "test"),
+        ("prediction", "tiny"),
+        ("prediction", "tiny on test"),
+    } <= reasons
+    on_test = next(f for f in verdict.reasons if f.name == "tiny on test")
+    assert "of 20 rows differ" in on_test.detail and "test data 'test'" in on_test.detail
+    assert "its digest differs from the original's" in on_test.detail
     assert any(check == "metric" for check, _ in reasons)
     assert ("environment", "other packages") not in reasons and ("notebook", "code digest") not in reasons
     train = next(f for f in verdict.reasons if f.name == "train")
