@@ -215,6 +215,9 @@ def test_no_drift_on_heldout_rows_then_feedback_gives_live_quality(loop: Loop, s
     time.sleep(2.5)  # the writer flushes sketches each second
     report = monitor(MODEL, settings=loop.settings)
     assert report.status == "ok", report.drifted
+    # nothing drifted: a cron job's retrain --if-drift does nothing (and runs no notebook)
+    done = _cli(loop.home, "retrain", MODEL, "--notebook", str(loop.notebook), "--if-drift", "--since", "1h")
+    assert done.returncode == 0 and done.stdout.startswith("SKIPPED: no drift"), done.stdout + done.stderr
     # half the labels through the endpoint, half from a CSV through the CLI
     half = len(out) // 2
     body = {
@@ -339,6 +342,29 @@ def test_rollback_switches_the_live_service_within_5s(loop: Loop, server: Server
         time.sleep(0.1)
     done = _cli(loop.home, "history", MODEL)
     assert "rollback from 2" in done.stdout
+
+
+def test_retrain_on_labelled_feedback_refuses_without_the_margin(loop: Loop, server: Server) -> None:
+    from nb2prod import registry, tracking
+
+    done = _cli(
+        loop.home,
+        "retrain",
+        MODEL,
+        "--notebook",
+        str(loop.notebook),
+        "-p",
+        "C",
+        "0.5",
+        "--on-feedback",
+        "--min-improvement",
+        "0.5",
+        "--no-progress",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("REFUSED: accuracy") and "labelled feedback" in done.stdout
+    client = tracking.client(loop.settings)
+    assert registry.alias_version(client, MODEL, registry.CHAMPION) == "2"
 
 
 def test_lifecycle_errors_are_one_line(loop: Loop) -> None:
