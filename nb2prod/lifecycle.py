@@ -265,11 +265,22 @@ class FeedbackImport:
     store: str
 
 
+def _native(text: str) -> Any:
+    """A class label as the service answers it: ``"1"`` -> 1, ``"0.5"`` -> 0.5, ``"yes"`` -> "yes"."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
 def _coerce_label(value: Any, classes: list[Any] | None, is_classifier: bool) -> Any:
     if isinstance(value, str):
         value = value.strip()
     if is_classifier and classes:
-        by_text = {str(c): c for c in classes}
+        # the capture records classes as text; predictions are JSON-native (1, not "1")
+        by_text = {str(c): _native(str(c)) for c in classes}
         if str(value) in by_text:
             return by_text[str(value)]
         if isinstance(value, float) and value.is_integer() and str(int(value)) in by_text:
@@ -496,7 +507,12 @@ def _holdout_from_feedback(location: str, manifest: Mapping[str, Any]) -> tuple[
     if not rows:
         return None
     target = (manifest.get("target") or {}).get("name") or "label"
-    records = [{**json.loads(features), target: json.loads(label)} for features, label in rows]
+
+    def label_of(text: str) -> Any:
+        value = json.loads(text)
+        return _native(value) if isinstance(value, str) else value
+
+    records = [{**json.loads(features), target: label_of(label)} for features, label in rows]
     return pd.DataFrame.from_records(records), target, f"labelled feedback ({len(records)} rows)"
 
 
@@ -631,8 +647,18 @@ def retrain(
         if label not in frame.columns:
             raise LifecycleError(f"the holdout has no label column {label!r}", hint="name it with --target")
         old_model, old_info = load_registered(client, settings, name, champion)
-        new_score = score(new_model, new_info, frame, label, metric)
-        old_score = score(old_model, old_info, frame, label, metric)
+        scores = []
+        for version, model, info in ((challenger, new_model, new_info), (champion, old_model, old_info)):
+            try:
+                scores.append(score(model, info, frame, label, metric))
+            except LifecycleError:
+                raise
+            except Exception as exc:
+                raise LifecycleError(
+                    f"cannot score {name}/{version} on {where}: {type(exc).__name__}: {exc}",
+                    hint="the rows must carry the model's feature columns and a label column of its kind",
+                ) from None
+        new_score, old_score = scores
         sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
         improvement = sign * (new_score - old_score)
         better = improvement > 0 and improvement >= min_improvement
