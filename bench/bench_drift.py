@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _machine  # bench/ is on sys.path when a benchmark runs as a script
 
 from nb2prod.capture.data import summarize
 from nb2prod.monitoring.report import build_report
@@ -70,21 +69,7 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 
 
 def machine() -> str:
-    """One line naming the CPU, cores, Python and package versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    pkgs = ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "pandas"))
-    load = f", load average {os.getloadavg()[0]:.2f} at start" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; {pkgs}{load}"
-    )
+    return _machine.machine(("numpy", "scipy", "pandas"))
 
 
 def frames(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -2004,15 +2004,25 @@ def _sweep_local(
         context.set_forkserver_preload(["nb2prod.execute", "papermill", "mlflow", "nbconvert"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_task, t): t for t in tasks}
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                result = future.result()
-            except BaseException as exc:  # a worker process died: that grid point failed, the rest go on
-                result = _lost(task, exc)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+        results.extend(_gather(as_completed(futures), futures, on_result))
+    return results
+
+
+def _gather(
+    done: Iterable[Any], futures: Mapping[Any, _Task], on_result: Callable[[RunResult], None] | None
+) -> list[RunResult]:
+    """The result of each future as it completes (local processes or Dask alike); a task or worker
+    that died is that grid point's failure, and the others go on."""
+    results: list[RunResult] = []
+    for future in done:
+        task = futures[future]
+        try:
+            result = future.result()
+        except BaseException as exc:
+            result = _lost(task, exc)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
 
 
@@ -2072,17 +2082,7 @@ def _sweep_dask(
         client.submit(_run_task, t, pure=False, key=f"nb2prod-run-{i}-{t.parent_run_id}"): t
         for i, t in enumerate(tasks)
     }
-    results: list[RunResult] = []
-    for future in as_completed(list(futures)):
-        task = futures[future]
-        try:
-            result = future.result()
-        except BaseException as exc:  # the task or its worker died: that grid point failed
-            result = _lost(task, exc)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
+    return _gather(as_completed(list(futures)), futures, on_result)
 
 
 def _failed_task(task: _Task, error: ExecutionError) -> RunResult:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from nb2prod.monitoring.report import MonitorReport, format_value
+from nb2prod.monitoring.report import MonitorReport, drift_row, format_value
 from nb2prod.monitoring.stats import ColumnDrift
 from nb2prod.serving.store import PREDICTION_COLUMN
 
@@ -128,20 +128,7 @@ def _drift_rows(report: MonitorReport) -> tuple[list[list[str]], list[str]]:
     items: list[tuple[str, ColumnDrift]] = list(report.features.items())
     if report.prediction is not None:
         items.append((PREDICTION_COLUMN, report.prediction))
-    rows = [
-        [
-            name,
-            format_value(d.n),
-            format_value(d.nulls),
-            format_value(d.psi),
-            d.test or "-",
-            format_value(d.statistic),
-            format_value(d.p_value),
-            format_value(d.effect),
-            "DRIFT" if d.drifted else "",
-        ]
-        for name, d in items
-    ]
+    rows = [drift_row(name, d) for name, d in items]
     return rows, ["drift" if d.drifted else "" for _, d in items]
 
 

@@ -592,7 +592,8 @@ def table(
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _drift_row(name: str, d: stats.ColumnDrift) -> list[str]:
+def drift_row(name: str, d: stats.ColumnDrift) -> list[str]:
+    """One row of the drift table (the terminal table and the HTML report share it)."""
     return [
         name,
         format_value(d.n),
@@ -619,9 +620,9 @@ def render_text(report: MonitorReport) -> str:
         out.append("drifted: " + ", ".join(report.drifted))
     out.append("")
     headers = ["column", "n", "nulls", "psi", "test", "statistic", "p_value", "effect", ""]
-    rows = [_drift_row(name, d) for name, d in report.features.items()]
+    rows = [drift_row(name, d) for name, d in report.features.items()]
     if report.prediction is not None:
-        rows.append(_drift_row(PREDICTION_COLUMN, report.prediction))
+        rows.append(drift_row(PREDICTION_COLUMN, report.prediction))
     if rows:
         out += [
             "Drift",
