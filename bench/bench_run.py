@@ -1,6 +1,7 @@
 """Re-execution benchmark: `nb2prod run` vs plain `papermill`, and a sweep on 2 workers vs sequential.
 
-Usage: .venv/bin/python bench/bench_run.py [--repeat 5] [--sweep-runs 8] [--skip-sweep] [--baseline DIR]
+Usage: .venv/bin/python bench/bench_run.py [--repeat 5] [--sweep-runs 8] [--skip-sweep | --skip-run]
+       [--baseline DIR]
 
 Whole-process wall time of each command (what a user waits for), in a fresh temp project on
 its own SQLite store. The commands alternate so that load from other processes hits all of them
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sweep-runs", type=int, default=8)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--skip-run", action="store_true", help="only the sweep")
     parser.add_argument(
         "--baseline", type=Path, help="folder holding an older nb2prod package, run side by side"
     )
@@ -153,10 +155,14 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
-    rows = [
-        bench_run(PLAIN, "plain notebook (3 cells, no nb2prod inside)", args.repeat, baseline),
-        bench_run(CAPTURED, "notebook with %nb2prod start + mlflow metric", args.repeat, baseline),
-    ]
+    rows = (
+        []
+        if args.skip_run
+        else [
+            bench_run(PLAIN, "plain notebook (3 cells, no nb2prod inside)", args.repeat, baseline),
+            bench_run(CAPTURED, "notebook with %nb2prod start + mlflow metric", args.repeat, baseline),
+        ]
+    )
     print(f"load average {os.getloadavg()[0]:.2f} after the run/papermill pairs")
     print()
     head = "| notebook | nb2prod run (s) | papermill (s) | ratio | target | CPU s run / papermill |"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nb2prod import runstore
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import (
     ExecutionError,
@@ -43,6 +44,7 @@ from nb2prod.exceptions import (
     PreflightError,
     UsageError,
 )
+from nb2prod.runstore import MlflowRunStore, RunStore, SqliteRunStore
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -507,8 +509,26 @@ _RUNNER_VARS = (
 )
 
 
-def _kernel_env(settings: Settings, notebook: Path, experiment: str) -> dict[str, str]:
+# Thread pools of the numeric libraries a kernel loads (OpenBLAS, MKL, OpenMP, Accelerate, numexpr).
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def _kernel_env(
+    settings: Settings, notebook: Path, experiment: str, threads: int | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS}
+    if threads is not None:
+        # Kernels side by side: each library sizes its pool to every core by default, and the
+        # pools' busy-waiting threads then fight over the cores (what loky and Dask's nanny also
+        # cap). A value the user set wins.
+        for var in _THREAD_VARS:
+            env.setdefault(var, str(threads))
     env.update(
         NB2PROD_DEFER_REGISTRATION="1",
         NB2PROD_STRICT="1",
@@ -537,13 +557,12 @@ def current_environment(notebook: Path) -> EnvironmentSnapshot:
 
 
 def preflight(
-    client: MlflowClient,
-    experiment_id: str | None,
+    store: RunStore,
     notebook_key: str,
     current: EnvironmentSnapshot,
     against: str | None = None,
 ) -> Preflight:
-    """Compare ``current`` with the environment of ``against`` or of the notebook's last recorded run.
+    """Compare ``current`` with the environment of ``against`` or of the notebook's last finished run.
 
     Raises:
         UsageError: ``against`` is not a run with a recorded environment.
@@ -551,12 +570,10 @@ def preflight(
     from nb2prod import tracking
     from nb2prod.capture import environment
 
-    baseline = against
-    if baseline is None and experiment_id is not None:
-        baseline = _last_recorded_run(client, notebook_key)
+    baseline = against if against is not None else store.last_finished_run(notebook_key)
     if baseline is None:
         return Preflight(None, None)
-    old = tracking.load_json_artifact(client, baseline, tracking.ENVIRONMENT_JSON)
+    old = store.load_json(baseline, tracking.ENVIRONMENT_JSON)
     if old is None:
         if against is not None:
             raise UsageError(
@@ -569,22 +586,6 @@ def preflight(
     if diff.python:
         blocking.insert(0, f"Python {diff.python[0]} → {diff.python[1]}")
     return Preflight(baseline, diff, blocking)
-
-
-def _last_recorded_run(client: MlflowClient, notebook_key: str) -> str | None:
-    from nb2prod import tracking
-
-    escaped = notebook_key.replace("'", "\\'")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return None
-    runs = client.search_runs(
-        experiments,
-        filter_string=f"tags.`{tracking.TAG_NOTEBOOK}` = '{escaped}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
 
 
 def _failure(exc: BaseException, gate: _Gate, executed: Any, source_ids: list[str | None]) -> ExecutionError:
@@ -660,7 +661,7 @@ def _source_index(cells: list[Any], index: int, source_ids: list[str | None]) ->
 
 @dataclass
 class _Opened:
-    client: MlflowClient
+    store: RunStore
     run_id: str
     experiment: str
     preflight: Preflight
@@ -687,6 +688,7 @@ def run_notebook(
     params_checked: bool = False,
     register: bool = True,
     keep_frames: Path | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Execute a notebook with papermill in a fresh kernel as one tracked MLflow run.
 
@@ -714,6 +716,8 @@ def run_notebook(
         keep_frames: A private folder where the kernel saves, after the last cell, the DataFrames
             its capture session tracked with role test or reference (``index.json`` lists them);
             a reproduction re-predicts them with both models.
+        threads: Size of the kernel's BLAS/OpenMP thread pools (``OMP_NUM_THREADS`` and kin,
+            unless set already); a sweep running kernels side by side passes cores / workers.
 
     Returns:
         The run; ``error`` is set when it failed (it was marked FAILED, nothing was registered).
@@ -740,12 +744,10 @@ def run_notebook(
     tracking.check_reachable(settings)
     created: Future[str] = Future()
     opened: Future[_Opened] = Future()
-    early: tuple[str, str] | None = None  # (run id, experiment id) created without mlflow
-    if not strict and against is None:
-        tags = _run_tags(source, key, parent_run_id, extra_tags, reexecutes)
-        early = _create_run_fast(settings, exp_name, tags)
-        if early is not None:
-            created.set_result(early[0])
+    # The default store (local SQLite, known schema, existing experiment) is written without
+    # importing mlflow; anything else goes through MLflow (see nb2prod.runstore).
+    local = SqliteRunStore.open(settings, exp_name)
+    names_nb2prod = _NEEDS_RUN.search(source.read_text(encoding="utf-8", errors="replace")) is not None
 
     def open_run() -> None:
         try:
@@ -762,31 +764,31 @@ def run_notebook(
                     reexecutes,
                     extra_tags,
                     created,
-                    early,
+                    local,
                 )
             )
         except BaseException as exc:
             if not created.done():
                 created.set_exception(exc)
-            elif early is not None:
-                _fail_fast(settings, early[0])  # created early, then the store failed: not left RUNNING
             opened.set_exception(exc)
-            return
+
+    def warm() -> None:
         if not strict:
-            _warm_html()
+            open_run()
+        _warm_html()
+        if local is not None and names_nb2prod and register:
+            _warm_mlflow(settings)  # the kernel may capture models, which MLflow registers at the end
 
     if strict:
         open_run()  # --strict decides before the kernel starts.
         opened.result()
-        threading.Thread(target=_warm_html, name="nb2prod-warm-html", daemon=True).start()
-    else:
-        threading.Thread(target=open_run, name="nb2prod-open-run", daemon=True).start()
+    threading.Thread(target=warm, name="nb2prod-open-run", daemon=True).start()
 
     gate = _Gate(created, opened, on_preflight)
     gate.frames_dir = keep_frames
     out_dir = Path(tempfile.mkdtemp(prefix="nb2prod-run-"))
     output = out_dir / source.name
-    env = _kernel_env(settings, source, exp_name)
+    env = _kernel_env(settings, source, exp_name, threads)
     source_ids = _cell_ids(source)
     started = time.perf_counter()
     failure: BaseException | None = None
@@ -909,19 +911,22 @@ def _open_run(
     reexecutes: str | None,
     extra_tags: Mapping[str, str] | None,
     created: Future[str],
-    early: tuple[str, str] | None = None,
+    local: SqliteRunStore | None,
 ) -> _Opened:
-    """Pre-flight check, then the run (unless ``early`` created it) with its parameters and source.
-
-    ``created`` gets the run id as soon as the run exists.
-    """
+    """Pre-flight check, then the run with its parameters and source; ``created`` gets the run id
+    as soon as the run exists. A store failure after that marks the run FAILED before raising."""
     from nb2prod import tracking
 
     current = current_environment(source)
+    run_id: str | None = None
     with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
-        client = tracking.client(settings)
-        experiment_id = early[1] if early else tracking.ensure_experiment(settings, client, exp_name)
-        check = preflight(client, experiment_id, key, current, against)
+        store: RunStore
+        if local is not None:
+            store = local
+        else:
+            client = tracking.client(settings)
+            store = MlflowRunStore(client, tracking.ensure_experiment(settings, client, exp_name))
+        check = preflight(store, key, current, against)
         if strict and check.blocking:
             raise PreflightError(
                 "--strict: the environment differs from run "
@@ -929,124 +934,27 @@ def _open_run(
                 hint="install the recorded versions (requirements.txt of that run), or drop --strict",
             )
         link = reexecutes or check.against_run_id
-        if early is None:
-            run = client.create_run(
-                experiment_id, tags=_run_tags(source, key, parent_run_id, extra_tags, link)
-            )
-            run_id = run.info.run_id
-            created.set_result(run_id)
-        else:
-            run_id = early[0]
-            if link and not reexecutes:
-                client.set_tag(run_id, TAG_REEXECUTES, link)
-        from mlflow.entities import Param
-
-        client.log_batch(run_id, params=[Param(k, v) for k, v in _params_for_mlflow(params).items()])
-        tracking.log_json(client, run_id, dict(params), PARAMS_ARTIFACT)
-        _log_file_as(client, run_id, source, SOURCE_ARTIFACT)
-        if check.diff is not None:
-            tracking.log_json(client, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
-    return _Opened(client, run_id, exp_name, check, current)
-
-
-# The SQLite schema (alembic revision) of the MLflow version whose ``SqlAlchemyStore.create_run``
-# ``_create_run_fast`` mirrors (MLflow 3.17). Any other revision takes the MLflow path.
-_SQLITE_SCHEMA = "dc11669786a5"
-_SQLITE_TIMEOUT = 30.0
-
-
-def _sqlite_path(settings: Settings) -> Path | None:
-    uri = settings.tracking_uri
-    if not uri.startswith("sqlite:///") or "?" in uri or os.environ.get("MLFLOW_WORKSPACE"):
-        return None
-    path = Path(uri[len("sqlite:///") :])
-    return path if path.is_file() else None
-
-
-def _create_run_fast(settings: Settings, exp_name: str, tags: Mapping[str, str]) -> tuple[str, str] | None:
-    """Create the run with one SQLite transaction, without importing mlflow (~2-4 s here).
-
-    Writes what MLflow's ``SqlAlchemyStore.create_run`` writes (a ``runs`` row and its tags, with
-    the artifact location under the experiment's), and only when the store is an existing SQLite
-    file at the known schema revision and the experiment exists and is active; otherwise returns
-    None and the run is created through MLflow. Returns (run id, experiment id).
-    """
-    import sqlite3
-    import uuid
-
-    path = _sqlite_path(settings)
-    if path is None:
-        return None
-    try:
-        con = sqlite3.connect(str(path), timeout=_SQLITE_TIMEOUT, isolation_level=None)
-    except sqlite3.Error:
-        return None
-    try:
-        version = con.execute("SELECT version_num FROM alembic_version").fetchone()
-        if version is None or version[0] != _SQLITE_SCHEMA:
-            return None
-        row = con.execute(
-            "SELECT experiment_id, artifact_location FROM experiments"
-            " WHERE name = ? AND workspace = 'default' AND lifecycle_stage = 'active'",
-            (exp_name,),
-        ).fetchone()
-        if row is None or not row[1]:
-            return None
-        experiment_id, location = str(row[0]), str(row[1]).rstrip("/")
-        run_id = uuid.uuid4().hex
-        name = (
-            tags.get("mlflow.runName")
-            or f"{Path(str(tags.get('mlflow.source.name', 'run'))).stem}-{run_id[:6]}"
-        )
-        all_tags = {**tags, "mlflow.runName": name}
-        con.execute("BEGIN IMMEDIATE")
+        run_id = store.create_run(_run_tags(source, key, parent_run_id, extra_tags, link))
+        created.set_result(run_id)
         try:
-            con.execute(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id,"
-                " status, start_time, end_time, source_version, lifecycle_stage, artifact_uri,"
-                " experiment_id, deleted_time)"
-                " VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
-                (
-                    run_id,
-                    name,
-                    all_tags.get("mlflow.user", "unknown"),
-                    int(time.time() * 1000),
-                    f"{location}/{run_id}/artifacts",
-                    int(experiment_id),
-                ),
-            )
-            con.executemany(
-                "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                [(k, str(v)[:8000], run_id) for k, v in all_tags.items()],
-            )
-            con.execute("COMMIT")
+            store.log_params(run_id, _params_for_mlflow(params))
+            runstore.log_json(store, run_id, dict(params), PARAMS_ARTIFACT)
+            store.log_file(run_id, source, SOURCE_ARTIFACT)
+            if check.diff is not None:
+                runstore.log_json(store, run_id, check.to_dict(), PREFLIGHT_ARTIFACT)
         except BaseException:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
+                store.terminate(run_id, "FAILED")  # not left RUNNING
             raise
-        return run_id, experiment_id
-    except (sqlite3.Error, ValueError):
-        return None
-    finally:
-        con.close()
+    return _Opened(store, run_id, exp_name, check, current)
 
 
-def _fail_fast(settings: Settings, run_id: str) -> None:
-    """Mark a run created by :func:`_create_run_fast` FAILED when the store failed afterwards."""
-    import sqlite3
+def _warm_mlflow(settings: Settings) -> None:
+    """Import mlflow and start its store while the notebook runs (off the critical path)."""
+    with contextlib.suppress(Exception):
+        from nb2prod import tracking
 
-    path = _sqlite_path(settings)
-    if path is None:
-        return
-    with contextlib.suppress(sqlite3.Error):
-        con = sqlite3.connect(str(path), timeout=_SQLITE_TIMEOUT)
-        try:
-            with con:
-                con.execute(
-                    "UPDATE runs SET status = 'FAILED', end_time = ? WHERE run_uuid = ?",
-                    (int(time.time() * 1000), run_id),
-                )
-        finally:
-            con.close()
+        tracking.client(settings)
 
 
 def _finish(
@@ -1063,26 +971,27 @@ def _finish(
 ) -> RunResult:
     from nb2prod import registry, tracking
 
-    client, run_id = run.client, run.run_id
+    store, run_id = run.store, run.run_id
     registered: dict[str, str] = {}
     local_copy: Path | None = None
     with tracking.store_call(
         settings, what="recording the executed notebook", not_recorded="the run's outcome"
     ):
         # The kernel records the notebook it read; keep the source's key (a snapshot may have run).
-        client.set_tag(run_id, tracking.TAG_NOTEBOOK, key)
+        store.set_tags(run_id, {tracking.TAG_NOTEBOOK: key})
         # The runner's view of the environment, unless %nb2prod start in the kernel recorded its own
         # (which also knows what the cells imported at run time).
-        if tracking.ENVIRONMENT_JSON not in {item.path for item in client.list_artifacts(run_id)}:
-            tracking.log_json(client, run_id, run.environment.to_dict(), tracking.ENVIRONMENT_JSON)
+        if not store.has_artifact(run_id, tracking.ENVIRONMENT_JSON):
+            runstore.log_json(store, run_id, run.environment.to_dict(), tracking.ENVIRONMENT_JSON)
         if output is not None:
-            _log_file_as(client, run_id, output, EXECUTED_ARTIFACT)
+            store.log_file(run_id, output, EXECUTED_ARTIFACT)
             html = _html(executed)
             if html is not None:
-                client.log_text(run_id, html, HTML_ARTIFACT)
+                store.log_text(run_id, html, HTML_ARTIFACT)
             local_copy = _keep_local(settings, run_id, output)
-        if error is None and register:
+        if error is None and register and store.has_artifacts_under(run_id, registry.CANDIDATES_DIR):
             try:
+                client = store.client if isinstance(store, MlflowRunStore) else tracking.client(settings)
                 registered = registry.register_candidates(client, run_id)
             except Exception as exc:
                 error = ExecutionError(
@@ -1093,16 +1002,15 @@ def _finish(
                 )
         if error is not None:
             error.run_id = run_id
-            client.set_tag(run_id, TAG_FAILURE, error.message[:5000])
-            client.set_tag(run_id, f"{TAG_FAILURE}.kind", error.kind)
-            client.set_terminated(run_id, status="FAILED")
+            store.set_tags(run_id, {TAG_FAILURE: error.message[:5000], f"{TAG_FAILURE}.kind": error.kind})
+            store.terminate(run_id, "FAILED")
         else:
-            client.set_terminated(run_id, status="FINISHED")
-        data = client.get_run(run_id).data
+            store.terminate(run_id, "FINISHED")
+        metrics, tags = store.outcome(run_id)
     prefix, suffix = "nb2prod.data.", ".digest"
     digests = {
         k[len(prefix) : -len(suffix)]: v
-        for k, v in data.tags.items()
+        for k, v in tags.items()
         if k.startswith(prefix) and k.endswith(suffix)
     }
     return RunResult(
@@ -1116,18 +1024,10 @@ def _finish(
         preflight=run.preflight,
         error=error,
         registered=registered,
-        metrics=dict(data.metrics),
+        metrics=metrics,
         data_digests=digests,
         parent_run_id=parent_run_id,
     )
-
-
-def _log_file_as(client: MlflowClient, run_id: str, file: Path, artifact: str) -> None:
-    """Log ``file`` under the artifact path ``artifact`` (its own name does not matter)."""
-    with tempfile.TemporaryDirectory(prefix="nb2prod-artifact-") as tmp:
-        copy = Path(tmp) / Path(artifact).name
-        shutil.copyfile(file, copy)
-        client.log_artifact(run_id, str(copy), artifact_path=str(Path(artifact).parent))
 
 
 def _keep_local(settings: Settings, run_id: str, output: Path) -> Path:
@@ -1748,6 +1648,7 @@ class _Task:
     kernel: str | None
     settings: Settings
     parent_run_id: str
+    threads: int | None = None  # the kernel's BLAS/OpenMP pool size (local workers side by side)
 
 
 def parse_grid(spec: Mapping[str, str | Sequence[Any]]) -> dict[str, list[Any]]:
@@ -1799,6 +1700,7 @@ def _run_task(task: _Task) -> RunResult:
                 cwd=cwd,
                 progress=False,
                 params_checked=True,
+                threads=task.threads,
             )
         except Nb2ProdError as exc:
             error = ExecutionError(str(exc), kind="runner", ename=type(exc).__name__, evalue=str(exc))
@@ -1907,7 +1809,7 @@ def sweep(
         tracking.log_json(
             client, parent_id, {"grid": parsed, "fixed": typed_fixed, "points": points}, SWEEP_ARTIFACT
         )
-        _log_file_as(client, parent_id, source, SOURCE_ARTIFACT)
+        MlflowRunStore(client, experiment_id).log_file(parent_id, source, SOURCE_ARTIFACT)
     if on_start is not None:
         on_start(len(points), parent_id)
 
@@ -1923,6 +1825,8 @@ def sweep(
             kernel,
             settings,
             parent_id,
+            # Local workers side by side share the cores; a Dask nanny caps its workers itself.
+            threads=max(1, (os.cpu_count() or 1) // workers) if dask_client is None and workers > 1 else None,
         )
         for p in points
     ]
