@@ -139,6 +139,26 @@ def bench_sweep(runs: int, baseline: Path | None = None) -> tuple[float, float, 
     return sequential, parallel, CPU["seq"], CPU["par"]
 
 
+_LOOP = "n = 0\nfor i in range(25_000_000):\n    n += i"
+
+
+def ceiling(repeat: int = 3) -> float:
+    """What two processes get from this machine: the throughput of two pure-Python CPU loops run
+    at once over one run alone (2.0 on two free cores). A sweep on 2 workers cannot beat it."""
+    ratios = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _LOOP], check=True)
+        alone = time.perf_counter() - started
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _LOOP]) for _ in range(2)]
+        for proc in procs:
+            proc.wait()
+        both = time.perf_counter() - started
+        ratios.append(2 * alone / both)
+    return statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -181,9 +201,16 @@ def main() -> None:
             line += f" {c:.2f} | {c / b:.2f} | {cpu_c:.1f} |"
         print(line)
     if not args.skip_sweep:
+        limit = ceiling()
         sweeps = [("this tree", bench_sweep(args.sweep_runs))]
         if baseline:
             sweeps.append(("baseline", bench_sweep(args.sweep_runs, baseline)))
+        limit = (limit + ceiling()) / 2
+        print()
+        print(
+            f"machine ceiling: two CPU-bound processes at once get {limit:.2f}x the throughput of one "
+            "(mean of the medians before and after the sweeps; 2.00 on two free cores)"
+        )
         print()
         print(
             "| sweep | code | sequential --jobs 1 (s) | --jobs 2 (s) | speed-up | target | cores busy seq / par |"

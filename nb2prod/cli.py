@@ -463,7 +463,10 @@ Exit codes:
 )
 @_file_opt
 @click.option(
-    "--jobs", type=click.IntRange(min=1), help="Local worker processes (default: the number of cores)."
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Local worker processes (default: the number of cores); each kernel's BLAS/OpenMP "
+    "threads are capped at cores / jobs unless OMP_NUM_THREADS etc. are set.",
 )
 @click.option(
     "--scheduler", metavar="tcp://HOST:8786", help="Run each grid point as a task on this Dask cluster."

@@ -7,9 +7,9 @@ How a run talks to the capture inside the notebook: the runner opens the MLflow 
 starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that run),
 ``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
 every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
-in wall time, ``import mlflow`` and the store round trips happen in a thread while the kernel
-starts and runs; the run id reaches the kernel just before the first cell that names nb2prod
-(see :class:`_Gate`).
+in wall time, the store round trips happen in a thread while the kernel starts and runs (on the
+default local SQLite store without importing mlflow at all: :mod:`nb2prod.runstore`); the run id
+reaches the kernel just before the first cell that names nb2prod (see :class:`_Gate`).
 
 papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
 """
@@ -747,7 +747,7 @@ def run_notebook(
     # The default store (local SQLite, known schema, existing experiment) is written without
     # importing mlflow; anything else goes through MLflow (see nb2prod.runstore).
     local = SqliteRunStore.open(settings, exp_name)
-    names_nb2prod = _NEEDS_RUN.search(source.read_text(encoding="utf-8", errors="replace")) is not None
+    names_nb2prod = any(_NEEDS_RUN.search(code) for code in _code_sources(source))
 
     def open_run() -> None:
         try:
@@ -860,6 +860,18 @@ def _cell_ids(source: Path) -> list[str | None]:
     except (OSError, ValueError):
         return []
     return [_ERROR_TAG if _ERROR_TAG in _tags(c) else c.get("id") for c in nb.get("cells", [])]
+
+
+def _code_sources(source: Path) -> list[str]:
+    try:
+        nb = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [
+        "".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
+    ]
 
 
 def _read_executed(output: Path) -> Any:

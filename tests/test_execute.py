@@ -354,6 +354,9 @@ def test_local_sweep_ranks_child_runs_and_survives_a_failed_one(nbs: Path, clien
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
     failed = next(c for c in children if c.info.status == "FAILED")
     assert failed.data.params == {"x": "2.0", "n": "2"}
+    # Two kernels side by side: each one's BLAS/OpenMP pools get cores / 2 threads, not every core.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    assert {c.data.tags["omp_threads"] for c in children} == {threads}
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["nb2prod.sweep.failed"] == "1"
     assert parent.data.metrics["best_test_score"] == 2.0
@@ -372,6 +375,7 @@ def test_sweep_on_a_dask_local_cluster(nbs: Path, client: Any) -> None:
         run = client.get_run(r.run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert run.data.tags["omp_threads"] == (os.environ.get("OMP_NUM_THREADS") or "1")  # the nanny's cap
         # The notebook travelled with the task; the run records the source notebook.
         assert run.data.tags["nb2prod.notebook"] == str(nbs / "params.ipynb")
 
