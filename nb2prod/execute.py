@@ -1788,6 +1788,11 @@ def sweep(
 
     source = _notebook_file(notebook)
     settings = settings or load_settings()
+    context = None
+    if scheduler is None and (jobs or os.cpu_count() or 1) > 1:
+        # Its imports (papermill, mlflow, nbconvert) run on the other core while this process
+        # checks the grid and opens the parent run, instead of delaying the first grid point.
+        context = _worker_context()
     parsed = parse_grid(grid)
     typed_fixed = check_parameters(
         source, dict(fixed or {}), from_text=[k for k, v in (fixed or {}).items() if isinstance(v, str)]
@@ -1798,35 +1803,34 @@ def sweep(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     dask_client = None
-    context = None
     if scheduler is not None:
         dask_client = _dask_client(scheduler, settings)
         where = f"Dask scheduler {scheduler}"
     else:
         where = f"{workers} local worker process{'es' if workers > 1 else ''}"
-        if workers > 1:
-            context = (
-                _worker_context()
-            )  # its imports run on the other core while this one opens the parent run
 
     tracking.check_reachable(settings)
     with tracking.store_call(settings, what="opening the sweep run", not_recorded="the sweep"):
-        client = tracking.client(settings)
-        experiment_id = tracking.ensure_experiment(settings, client, exp_name)
-        parent = client.create_run(
-            experiment_id,
-            # Not tagged nb2prod.notebook: the parent ran no notebook, so it is never "the last run" of one.
-            tags={
-                TAG_KIND: "sweep",
-                "nb2prod.sweep.notebook": str(source),
-                "mlflow.source.name": str(source),
-            },
+        # On the default store the parent run opens without mlflow (nb2prod.runstore), so the grid
+        # points start at once; mlflow loads behind them for the summary (its best-metric value).
+        store: RunStore | None = SqliteRunStore.open(settings, exp_name)
+        client_ready: Future[MlflowClient] = Future()
+        if store is None:
+            client = tracking.client(settings)
+            store = MlflowRunStore(client, tracking.ensure_experiment(settings, client, exp_name))
+            client_ready.set_result(client)
+        else:
+            threading.Thread(
+                target=_load_client, args=(settings, client_ready), name="nb2prod-mlflow", daemon=True
+            ).start()
+        # Not tagged nb2prod.notebook: the parent ran no notebook, so it is never "the last run" of one.
+        parent_id = store.create_run(
+            {TAG_KIND: "sweep", "nb2prod.sweep.notebook": str(source), "mlflow.source.name": str(source)}
         )
-        parent_id = parent.info.run_id
-        tracking.log_json(
-            client, parent_id, {"grid": parsed, "fixed": typed_fixed, "points": points}, SWEEP_ARTIFACT
+        runstore.log_json(
+            store, parent_id, {"grid": parsed, "fixed": typed_fixed, "points": points}, SWEEP_ARTIFACT
         )
-        MlflowRunStore(client, experiment_id).log_file(parent_id, source, SOURCE_ARTIFACT)
+        store.log_file(parent_id, source, SOURCE_ARTIFACT)
     if on_start is not None:
         on_start(len(points), parent_id)
 
@@ -1856,7 +1860,7 @@ def sweep(
             results = _sweep_local(tasks, workers, on_result, context)
     except BaseException:
         with contextlib.suppress(Exception):
-            client.set_terminated(parent_id, status="KILLED")
+            store.terminate(parent_id, "KILLED")
         raise
     finally:
         if dask_client is not None:
@@ -1878,8 +1882,8 @@ def sweep(
             }
             for r in ranked
         ]
-        tracking.log_json(
-            client,
+        runstore.log_json(
+            store,
             parent_id,
             {
                 "grid": parsed,
@@ -1893,12 +1897,21 @@ def sweep(
         )
         best = summary.best
         if best is not None and metric is not None:
-            client.set_tag(parent_id, "nb2prod.sweep.best_run", best.run_id or "")
-            client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
-        client.set_tag(parent_id, "nb2prod.sweep.failed", str(len(summary.failed)))
+            store.set_tags(parent_id, {"nb2prod.sweep.best_run": best.run_id or ""})
+            client_ready.result().log_metric(parent_id, f"best_{metric}", best.metrics[metric])
+        store.set_tags(parent_id, {"nb2prod.sweep.failed": str(len(summary.failed))})
         all_failed = len(summary.failed) == len(ranked)
-        client.set_terminated(parent_id, status="FAILED" if all_failed else "FINISHED")
+        store.terminate(parent_id, "FAILED" if all_failed else "FINISHED")
     return summary
+
+
+def _load_client(settings: Settings, ready: Future[MlflowClient]) -> None:
+    from nb2prod import tracking
+
+    try:
+        ready.set_result(tracking.client(settings))
+    except BaseException as exc:
+        ready.set_exception(exc)
 
 
 def _worker_context() -> Any:

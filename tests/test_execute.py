@@ -337,6 +337,11 @@ def test_reproduce_unknown_run_is_a_usage_error(project: Path) -> None:
 
 @pytest.mark.slow
 def test_local_sweep_ranks_child_runs_and_survives_a_failed_one(nbs: Path, client: Any) -> None:
+    # The experiment exists, so the parent run and the runner's writes take the SQLite path
+    # (nb2prod.runstore); the Dask test below opens a new experiment through MLflow.
+    client.create_experiment(
+        "demo", artifact_location=(nbs.parent / ".nb2prod" / "artifacts" / "demo").as_uri()
+    )
     proc = _cli("sweep", str(nbs / "params.ipynb"), "-p", "x", "1,2", "-p", "n", "1,2", "--jobs", "2")
     assert proc.returncode == 1, proc.stderr  # one grid point fails on purpose
     assert "2 local worker processes" in proc.stdout
@@ -358,6 +363,7 @@ def test_local_sweep_ranks_child_runs_and_survives_a_failed_one(nbs: Path, clien
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
     assert {c.data.tags["omp_threads"] for c in children} == {threads}
     assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == f"params-{parent.info.run_id[:6]}"  # named by the SQLite path
     assert parent.data.tags["nb2prod.sweep.failed"] == "1"
     assert parent.data.metrics["best_test_score"] == 2.0
     assert client.get_run(parent.data.tags["nb2prod.sweep.best_run"]).data.metrics["test_score"] == 2.0
