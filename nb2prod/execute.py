@@ -930,7 +930,6 @@ def _open_run(
     from nb2prod import tracking
 
     current = current_environment(source)
-    run_id: str | None = None
     with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
         store: RunStore
         if local is not None:
