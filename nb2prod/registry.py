@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,8 +85,10 @@ CHALLENGER = "challenger"
 class AliasEvent:
     """One move of an alias: from which version to which, when, by whom and why.
 
-    Kept as registered-model tags ``nb2prod.alias_history.<seq>`` (MLflow keeps only the
-    current target of an alias), so any MLflow client sees the history.
+    Kept as registered-model tags ``nb2prod.alias_history.<seq>.<random>`` (MLflow keeps only
+    the current target of an alias), so any MLflow client sees the history. The random part
+    keeps both events when two moves at once take the same sequence number (a plain
+    ``<seq>`` key, as older versions wrote, is read too).
     """
 
     seq: int
@@ -113,7 +116,7 @@ def alias_history(client: MlflowClient, name: str, alias: str | None = None) -> 
             events.append(AliasEvent(**data))
         except (ValueError, TypeError):
             continue
-    events.sort(key=lambda e: e.seq)
+    events.sort(key=lambda e: (e.seq, e.at))
     return [e for e in events if alias is None or e.alias == alias]
 
 
@@ -154,7 +157,8 @@ def move_alias(
         actor=f"{getpass.getuser()}@{socket.gethostname()}",
         details=dict(details or {}),
     )
-    client.set_registered_model_tag(name, f"{HISTORY_TAG}.{event.seq:06d}", json.dumps(event.to_dict()))
+    key = f"{HISTORY_TAG}.{event.seq:06d}.{uuid.uuid4().hex[:8]}"
+    client.set_registered_model_tag(name, key, json.dumps(event.to_dict()))
     return event
 
 

@@ -37,6 +37,37 @@ def test_alias_moves_are_kept_in_order_with_who_and_why(client: Any) -> None:
     assert registry.replaced_version(client, "m", "1") is None
 
 
+def test_concurrent_alias_moves_lose_no_event(client: Any) -> None:
+    """Two promotes at once may read the same last sequence number; both events must stay."""
+    import threading
+
+    from nb2prod import registry
+
+    _register(client, "race", 2)
+    client.set_registered_model_tag(  # written by an older nb2prod: a key without the random part
+        "race",
+        f"{registry.HISTORY_TAG}.000001",
+        '{"seq": 1, "alias": "champion", "from_version": null, '
+        '"to_version": "1", "at": "2026-01-01T00:00:00+00:00", "reason": "old", "actor": "a@b"}',
+    )
+    barrier = threading.Barrier(2)
+
+    def promote(version: str) -> None:
+        for i in range(4):
+            barrier.wait()
+            registry.move_alias(client, "race", "champion", version, reason=f"{version}-{i}")
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in ("1", "2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = registry.alias_history(client, "race")
+    assert len(events) == 9
+    assert sorted(e.reason for e in events[1:]) == sorted(f"{v}-{i}" for v in "12" for i in range(4))
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
 def test_rollback_toggles_like_rollout_undo_and_refuses_without_history(project: Path, client: Any) -> None:
     from nb2prod import lifecycle, registry
     from nb2prod.exceptions import LifecycleError
