@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from nb2prod.monitoring.report import MonitorReport, drift_row, format_value
+from nb2prod.monitoring.report import (
+    VERSION_HEADERS,
+    MonitorReport,
+    drift_row,
+    format_value,
+    quality_table,
+    version_rows,
+)
 from nb2prod.monitoring.stats import ColumnDrift
 from nb2prod.serving.store import PREDICTION_COLUMN
 
@@ -171,16 +178,8 @@ def render_html(report: MonitorReport) -> str:
             body.append(_lines(ot["times"], q, threshold=None))
     quality = report.quality
     if quality:
-        names = ("accuracy", "macro_f1") if quality.get("task") == "classification" else ("mae", "rmse")
-        qrows = [
-            ["all", format_value(quality.get("labelled", 0)), *(format_value(quality.get(m)) for m in names)]
-        ]
-        qrows += [
-            [v, format_value(m["labelled"]), *(format_value(m.get(k)) for k in names)]
-            for v, m in quality.get("by_version", {}).items()
-        ]
         body.append(f"<h2>Live quality ({escape(str(quality.get('task')))})</h2>")
-        body.append(_table(["version", "labelled", *names], qrows))
+        body.append(_table(*quality_table(quality)))
     if report.distributions:
         body.append(
             "<h2>Distributions: reference (grey) vs live (blue)</h2><div class='grid'>"
@@ -195,22 +194,7 @@ def render_html(report: MonitorReport) -> str:
         )
     if report.versions:
         body.append("<h2>Model versions</h2>")
-        body.append(
-            _table(
-                ["version", "rows", "share", "fallbacks", "errors", "drifted"],
-                [
-                    [
-                        v,
-                        format_value(i["rows"]),
-                        f"{100 * i['share']:.1f}%",
-                        format_value(i["fallbacks"]),
-                        format_value(i["errors"]),
-                        ", ".join(i["drifted"]) or "-",
-                    ]
-                    for v, i in report.versions.items()
-                ],
-            )
-        )
+        body.append(_table(VERSION_HEADERS, version_rows(report)))
     inv: dict[str, Any] = report.events.get("invalid", {})
     body.append(f"<h2>Invalid inputs: {inv.get('total', 0):,}</h2>")
     if inv.get("by_reason"):

@@ -26,6 +26,7 @@ else ``drift`` when a feature or the prediction drifted (``stats.column_drift``)
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import json
@@ -33,10 +34,10 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from nb2prod.exceptions import MonitorError
 from nb2prod.monitoring import stats
 from nb2prod.serving import sketch as sk
 from nb2prod.serving.store import PREDICTION_COLUMN, Store, is_sqlite_file
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ["MIN_ROWS", "MonitorReport", "build_report", "format_value", "parse_since", "render_text", "table"]
 
@@ -344,6 +348,24 @@ def _short(x: float) -> str:
     return "-inf" if x == -math.inf else "inf" if x == math.inf else f"{x:.4g}"
 
 
+def _gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with the cyclic GC paused: the ~90k fetched rows of 5 objects each that a
+    report builds and groups set off full GC passes, and none of them form cycles."""
+
+    @functools.wraps(fn)
+    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def build_report(
     store: str,
     manifest: Mapping[str, Any],
@@ -371,36 +393,6 @@ def build_report(
     Raises:
         MonitorError: ``since`` is not before ``until``, or the store cannot be read.
     """
-    # ~90k fetched rows of 5 objects each set off full GC passes while they are built and grouped
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _build_report(
-            store,
-            manifest,
-            since=since,
-            until=until,
-            psi_threshold=psi_threshold,
-            p_threshold=p_threshold,
-            min_effect=min_effect,
-            now=now,
-        )
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _build_report(
-    store: str,
-    manifest: Mapping[str, Any],
-    *,
-    since: float | None = None,
-    until: float | None = None,
-    psi_threshold: float = stats.PSI_THRESHOLD,
-    p_threshold: float = stats.P_THRESHOLD,
-    min_effect: float = stats.MIN_EFFECT,
-    now: float | None = None,
-) -> MonitorReport:
     now = time.time() if now is None else now
     until = now if until is None else float(until)
     if since is not None and since >= until:
@@ -592,6 +584,35 @@ def table(
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+VERSION_HEADERS = ["version", "rows", "share", "fallbacks", "errors", "drifted"]
+
+
+def version_rows(report: MonitorReport) -> list[list[str]]:
+    """One row per model version (columns :data:`VERSION_HEADERS`), for the text and HTML reports."""
+    return [
+        [
+            v,
+            format_value(info["rows"]),
+            f"{100 * info['share']:.1f}%",
+            format_value(info["fallbacks"]),
+            format_value(info["errors"]),
+            ", ".join(info["drifted"]) or "-",
+        ]
+        for v, info in report.versions.items()
+    ]
+
+
+def quality_table(quality: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (all labelled rows, then each version) of the live-quality table."""
+    names = ("accuracy", "macro_f1") if quality.get("task") == "classification" else ("mae", "rmse")
+    rows = [["all", format_value(quality.get("labelled", 0)), *(format_value(quality.get(m)) for m in names)]]
+    rows += [
+        [v, format_value(m["labelled"]), *(format_value(m.get(k)) for k in names)]
+        for v, m in quality.get("by_version", {}).items()
+    ]
+    return ["version", "labelled", *names], rows
+
+
 def drift_row(name: str, d: stats.ColumnDrift) -> list[str]:
     """One row of the drift table (the terminal table and the HTML report share it)."""
     return [
@@ -630,38 +651,18 @@ def render_text(report: MonitorReport) -> str:
             "",
         ]
     if report.versions:
-        vrows = [
-            [
-                v,
-                format_value(info["rows"]),
-                f"{100 * info['share']:.1f}%",
-                format_value(info["fallbacks"]),
-                format_value(info["errors"]),
-                ", ".join(info["drifted"]) or "-",
-            ]
-            for v, info in report.versions.items()
-        ]
         out += [
             "Model versions",
             table(
-                ["version", "rows", "share", "fallbacks", "errors", "drifted"],
-                vrows,
+                VERSION_HEADERS,
+                version_rows(report),
                 right=[False, True, True, True, True, False],
             ),
             "",
         ]
     q = report.quality
-    names = ("accuracy", "macro_f1") if q.get("task") == "classification" else ("mae", "rmse")
-    qrows = [["all", format_value(q.get("labelled", 0)), *(format_value(q.get(m)) for m in names)]]
-    qrows += [
-        [v, format_value(m["labelled"]), *(format_value(m.get(k)) for k in names)]
-        for v, m in q.get("by_version", {}).items()
-    ]
-    out += [
-        f"Live quality ({q.get('task', '-')}, from feedback)",
-        table(["version", "labelled", *names], qrows),
-        "",
-    ]
+    headers, qrows = quality_table(q)
+    out += [f"Live quality ({q.get('task', '-')}, from feedback)", table(headers, qrows), ""]
     inv = report.events.get("invalid", {})
     out.append(f"Invalid inputs: {inv.get('total', 0):,}")
     if inv.get("by_reason"):
