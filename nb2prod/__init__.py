@@ -19,11 +19,21 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from nb2prod._version import __version__
 from nb2prod.exceptions import Nb2ProdError
 from nb2prod.session import data, end, model, start, status
 
-__version__ = "0.1.0"
-__all__ = ["Nb2ProdError", "data", "end", "load_ipython_extension", "model", "monitor", "start", "status"]
+__all__ = [
+    "Nb2ProdError",
+    "__version__",
+    "data",
+    "end",
+    "load_ipython_extension",
+    "model",
+    "monitor",
+    "start",
+    "status",
+]
 
 _magics: Any = None
 

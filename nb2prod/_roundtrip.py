@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         if (folder / "sha256.json").exists():
             import mlflow.artifacts
 
-            from nb2prod.capture.models import sha256_tree
+            from nb2prod.serving.integrity import sha256_tree
 
             want = json.loads((folder / "sha256.json").read_text(encoding="utf-8"))
             try:

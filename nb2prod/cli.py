@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nb2prod import __version__
+from nb2prod._version import __version__
 from nb2prod.exceptions import Nb2ProdError, UsageError
 
 

@@ -75,6 +75,10 @@ class StoreError(Nb2ProdError):
         self.not_recorded = not_recorded
 
 
+class ModelIntegrityError(Nb2ProdError):
+    """A registered model's files do not match the sha256 recorded at capture (or none was recorded)."""
+
+
 class ExportError(Nb2ProdError):
     """A registered model cannot be exported as a Bento (unknown version, changed artifact, failed build)."""
 

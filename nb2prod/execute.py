@@ -8,7 +8,7 @@ starts the kernel with ``NB2PROD_RUN_ID`` (``%nb2prod start`` attaches to that r
 ``NB2PROD_DEFER_REGISTRATION=1`` (models become candidates; the runner registers them only when
 every cell succeeded) and ``NB2PROD_STRICT=1``. To keep ``nb2prod run`` close to plain papermill
 in wall time, the store round trips happen in a thread while the kernel starts and runs (on the
-default local SQLite store without importing mlflow at all: :mod:`nb2prod.runstore`); the run id
+default local SQLite store without importing mlflow at all: :mod:`nb2prod.tracking.runstore`); the run id
 reaches the kernel just before the first cell that names nb2prod (see :class:`_Gate`).
 
 papermill, mlflow and nbconvert are imported inside functions: ``import nb2prod`` stays light.
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nb2prod import runstore
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import (
     ExecutionError,
@@ -44,7 +43,8 @@ from nb2prod.exceptions import (
     PreflightError,
     UsageError,
 )
-from nb2prod.runstore import MlflowRunStore, RunStore, SqliteRunStore
+from nb2prod.tracking import runstore
+from nb2prod.tracking.runstore import MlflowRunStore, RunStore, SqliteRunStore
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -567,8 +567,8 @@ def preflight(
     Raises:
         UsageError: ``against`` is not a run with a recorded environment.
     """
-    from nb2prod import tracking
     from nb2prod.capture import environment
+    from nb2prod.tracking import client as tracking
 
     baseline = against if against is not None else store.last_finished_run(notebook_key)
     if baseline is None:
@@ -739,13 +739,13 @@ def run_notebook(
     import papermill
 
     _register_engine()
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     tracking.check_reachable(settings)
     created: Future[str] = Future()
     opened: Future[_Opened] = Future()
     # The default store (local SQLite, known schema, existing experiment) is written without
-    # importing mlflow; anything else goes through MLflow (see nb2prod.runstore).
+    # importing mlflow; anything else goes through MLflow (see nb2prod.tracking.runstore).
     local = SqliteRunStore.open(settings, exp_name)
     names_nb2prod = any(_NEEDS_RUN.search(code) for code in _code_sources(source))
 
@@ -892,8 +892,8 @@ def _run_tags(
     extra_tags: Mapping[str, str] | None,
     link: str | None,
 ) -> dict[str, str]:
-    from nb2prod import tracking
     from nb2prod.capture import environment
+    from nb2prod.tracking import client as tracking
 
     digest = environment.notebook_info(notebook_path=source)[0]
     tags = {
@@ -927,7 +927,7 @@ def _open_run(
 ) -> _Opened:
     """Pre-flight check, then the run with its parameters and source; ``created`` gets the run id
     as soon as the run exists. A store failure after that marks the run FAILED before raising."""
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     current = current_environment(source)
     with tracking.store_call(settings, what="opening the MLflow run", not_recorded="this re-execution"):
@@ -963,7 +963,7 @@ def _open_run(
 def _warm_mlflow(settings: Settings) -> None:
     """Import mlflow and start its store while the notebook runs (off the critical path)."""
     with contextlib.suppress(Exception):
-        from nb2prod import tracking
+        from nb2prod.tracking import client as tracking
 
         tracking.client(settings)
 
@@ -980,7 +980,8 @@ def _finish(
     parent_run_id: str | None,
     register: bool,
 ) -> RunResult:
-    from nb2prod import registry, tracking
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
 
     store, run_id = run.store, run.run_id
     registered: dict[str, str] = {}
@@ -1158,7 +1159,7 @@ def reproduce(
         UsageError: no such run, or it has no notebook snapshot (and the notebook on disk changed).
         StoreError: the store failed.
     """
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     settings = settings or load_settings()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -1227,8 +1228,8 @@ def reproduce(
 
 def _snapshot_of(client: MlflowClient, run: Any, folder: Path) -> Path:
     """The notebook as it was when ``run`` ran: its stored snapshot, else the file if unchanged."""
-    from nb2prod import tracking
     from nb2prod.capture import environment
+    from nb2prod.tracking import client as tracking
 
     try:
         local = client.download_artifacts(run.info.run_id, SOURCE_ARTIFACT, dst_path=str(folder))
@@ -1272,8 +1273,8 @@ def compare_runs(
     ``reference``: test/reference DataFrames of the re-execution, which every model pair
     re-predicts (see :func:`_compare_models`).
     """
-    from nb2prod import tracking
     from nb2prod.capture import environment
+    from nb2prod.tracking import client as tracking
 
     findings: list[Finding] = []
     if not result.ok:
@@ -1400,7 +1401,7 @@ def compare_runs(
 
 
 def _model_records(client: MlflowClient, run_id: str) -> dict[str, dict[str, Any]]:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     records: dict[str, dict[str, Any]] = {}
     try:
@@ -1783,7 +1784,7 @@ def sweep(
         ParameterError: a bad name or value (nothing ran). UsageError: a local SQLite store with a
             Dask cluster whose workers are on other machines. StoreError: the store failed.
     """
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     source = _notebook_file(notebook)
     settings = settings or load_settings()
@@ -1810,7 +1811,7 @@ def sweep(
 
     tracking.check_reachable(settings)
     with tracking.store_call(settings, what="opening the sweep run", not_recorded="the sweep"):
-        # On the default store the parent run opens without mlflow (nb2prod.runstore), so the grid
+        # On the default store the parent run opens without mlflow (nb2prod.tracking.runstore), so the grid
         # points start at once; mlflow loads behind them for the summary (its best-metric value).
         store: RunStore | None = SqliteRunStore.open(settings, exp_name)
         client_ready: Future[MlflowClient] = Future()
@@ -1905,7 +1906,7 @@ def sweep(
 
 
 def _load_client(settings: Settings, ready: Future[MlflowClient]) -> None:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     try:
         ready.set_result(tracking.client(settings))

@@ -3,7 +3,7 @@
 Every function here returns a dataclass and prints nothing; the CLI and the magics show them.
 
 * The registry is the source of truth: ``NAME@champion`` is what should serve, and every
-  move of an alias is kept in the model's history (:mod:`nb2prod.registry`).
+  move of an alias is kept in the model's history (:mod:`nb2prod.tracking.registry`).
 * A running service follows the ``control`` table of its prediction store (every worker
   polls it each second): ``promote`` and ``rollback`` write it, so a service whose Bento
   carries the version switches within seconds, with no rebuild and no restart. A Bento
@@ -29,7 +29,7 @@ from nb2prod.exceptions import ExportError, LifecycleError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from nb2prod.registry import AliasEvent
+    from nb2prod.tracking.registry import AliasEvent
 
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "roc_auc": True, "r2": True, "rmse": False, "mae": False}
 
@@ -104,7 +104,7 @@ class Switch:
 
 
 def _client(settings: Settings) -> MlflowClient:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     return tracking.client(settings)
 
@@ -173,7 +173,7 @@ def promote(
     Raises:
         LifecycleError: unknown version, a bad percent, or promoting the champion itself.
     """
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     settings = settings or load_settings()
     client = _client(settings)
@@ -217,7 +217,7 @@ def rollback(name: str, *, to: str | None = None, settings: Settings | None = No
     Raises:
         LifecycleError: no champion, or no earlier champion in the history.
     """
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     settings = settings or load_settings()
     client = _client(settings)
@@ -241,7 +241,7 @@ def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
     """Every recorded alias move of ``name``, oldest first."""
     from mlflow.exceptions import MlflowException
 
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     settings = settings or load_settings()
     try:
@@ -440,9 +440,9 @@ def load_registered(
     """A registered model, its files checked against the capture's sha256 before loading; and its info."""
     import mlflow
 
-    from nb2prod import tracking
     from nb2prod.capture.models import TRUSTED_MODULE_PREFIXES
     from nb2prod.serving.runtime import IntegrityError, load_verified
+    from nb2prod.tracking import client as tracking
 
     mv = client.get_model_version(name, str(version))
     tags = dict(mv.tags)
@@ -481,7 +481,7 @@ def load_registered(
 
 def _holdout_from_run(client: MlflowClient, run_id: str) -> tuple[Any, str, str] | None:
     """The test (or reference) frame the run's notebook tracked, with its target and a label."""
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     for record, frame, matches in tracking.load_holdouts(client, run_id):
         if not record.get("target"):
@@ -569,7 +569,9 @@ def retrain(
     """
     import pandas as pd
 
-    from nb2prod import execute, registry, tracking
+    from nb2prod import execute
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
 
     settings = settings or load_settings()
     if metric is not None and metric not in HIGHER_IS_BETTER:

@@ -234,8 +234,8 @@ def start(
         StoreError: The tracking store could not be reached or written; no session was opened.
     """
     global _current
-    from nb2prod import tracking
     from nb2prod.capture import environment as env_mod
+    from nb2prod.tracking import client as tracking
 
     settings = load_settings(home, tracking_uri=tracking_uri, experiment=experiment)
     shell = _shell()
@@ -438,7 +438,7 @@ def _log_holdout(session: Session, record: DatasetRecord, frame: Any) -> None:
 def _log_dataset(session: Session, record: DatasetRecord) -> None:
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     hex32 = record.digest.split(":", 1)[-1][:32]
     if record.path:
@@ -606,13 +606,13 @@ def model(
             "requirements": requirements,
             "log_seconds": round(time.perf_counter() - started, 3),
         }
-        from nb2prod import tracking
+        from nb2prod.tracking import client as tracking
 
         tracking.log_json(session.client, session.run_id, tracking_json, f"models/{reg_name}.json")
     registry_tags = _registry_tags(session, logged.model_id, digests, artifact_hashes, info)
     deferred = os.environ.get(DEFER_ENV, "").strip().lower() in ("1", "true", "yes")
     with tracking_call(session, f"recording {what}", f"the registration of {what}"):
-        from nb2prod import registry
+        from nb2prod.tracking import registry
 
         registry.record_candidate(session.client, session.run_id, reg_name, logged.model_uri, registry_tags)
         if deferred:
@@ -639,7 +639,7 @@ def model(
 
 
 def tracking_call(session: Session, what: str, not_recorded: str) -> Any:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     return tracking.store_call(session.settings, what=what, not_recorded=not_recorded)
 
@@ -690,8 +690,8 @@ def _refresh_imported(session: Session) -> None:
     """Re-record the notebook's imports: cells run since ``start`` may have imported more."""
     from dataclasses import replace
 
-    from nb2prod import tracking
     from nb2prod.capture.environment import imported_distributions, requirements_txt
+    from nb2prod.tracking import client as tracking
 
     env = session.environment
     imported = dict(env.imported) | imported_distributions(_user_modules(session.shell))
@@ -757,7 +757,7 @@ def _artifact_hashes(session: Session, model_id: str) -> dict[str, str]:
 
     import mlflow
 
-    from nb2prod.capture.models import sha256_tree
+    from nb2prod.serving.integrity import sha256_tree
 
     with (
         tracking_call(session, "hashing the saved model", "the artifact hashes"),
@@ -776,7 +776,7 @@ def _registry_tags(
     artifact_hashes: dict[str, str],
     info: ModelInfo,
 ) -> dict[str, str]:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     env = session.environment
     tags = {
@@ -799,7 +799,7 @@ def _registry_tags(
 
 def status() -> StatusReport:
     """Everything the open session has recorded."""
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     session = current()
     return StatusReport(

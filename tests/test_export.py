@@ -408,8 +408,7 @@ def test_serve_without_a_bento_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_verify_tree_names_the_changed_missing_or_unknown_file(tmp_path: Path) -> None:
-    from nb2prod.capture.models import sha256_tree
-    from nb2prod.serving.runtime import IntegrityError, verify_tree
+    from nb2prod.serving.integrity import IntegrityError, sha256_tree, verify_tree
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "MLmodel").write_text("flavors: {}")

@@ -16,7 +16,7 @@ def _register(client: Any, name: str, n: int) -> None:
 
 
 def test_alias_moves_are_kept_in_order_with_who_and_why(client: Any) -> None:
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     _register(client, "m", 3)
     registry.move_alias(client, "m", "champion", "1", reason="first")
@@ -41,7 +41,7 @@ def test_concurrent_alias_moves_lose_no_event(client: Any) -> None:
     """Two promotes at once may read the same last sequence number; both events must stay."""
     import threading
 
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     _register(client, "race", 2)
     client.set_registered_model_tag(  # written by an older nb2prod: a key without the random part
@@ -69,9 +69,10 @@ def test_concurrent_alias_moves_lose_no_event(client: Any) -> None:
 
 
 def test_rollback_toggles_like_rollout_undo_and_refuses_without_history(project: Path, client: Any) -> None:
-    from nb2prod import lifecycle, registry
+    from nb2prod import lifecycle
     from nb2prod.exceptions import LifecycleError
     from nb2prod.serving.store import Store
+    from nb2prod.tracking import registry
 
     _register(client, "m", 2)
     with pytest.raises(LifecycleError, match="no champion"):

@@ -174,7 +174,8 @@ def _predict(server: Server, rows: list[dict[str, Any]], rid: str | None = None)
 
 
 def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(loop: Loop) -> None:
-    from nb2prod import registry, tracking
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
 
     assert loop.decisions["first"].startswith("PROMOTED: tumor had no champion")
     assert loop.decisions["better"].startswith("PROMOTED: accuracy")
@@ -345,7 +346,8 @@ def test_rollback_switches_the_live_service_within_5s(loop: Loop, server: Server
 
 
 def test_retrain_on_labelled_feedback_refuses_without_the_margin(loop: Loop, server: Server) -> None:
-    from nb2prod import registry, tracking
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
 
     done = _cli(
         loop.home,

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from nb2prod import runstore, tracking
 from nb2prod.config import load_settings
-from nb2prod.runstore import MlflowRunStore, SqliteRunStore
+from nb2prod.tracking import client as tracking
+from nb2prod.tracking import runstore
+from nb2prod.tracking.runstore import MlflowRunStore, SqliteRunStore
 
 TAGS = {
     "nb2prod.kind": "run",
@@ -222,8 +223,8 @@ def test_a_plain_notebook_runs_without_importing_mlflow_in_the_runner(project: P
     import subprocess
     import sys
 
-    from nb2prod import registry
     from nb2prod.execute import EXECUTED_ARTIFACT, HTML_ARTIFACT, PARAMS_ARTIFACT, SOURCE_ARTIFACT
+    from nb2prod.tracking import registry
     from tests.helpers import make_notebook
 
     nb = make_notebook(project / "plain.ipynb", [("a = 1", ["parameters"]), "b = a * 2\nprint(b)"])

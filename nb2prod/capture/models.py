@@ -15,7 +15,6 @@ saved or loaded never reaches the registry:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -287,18 +286,6 @@ def to_signature_types(frame: Any) -> Any:
                 out = frame.copy()
             out[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return out
-
-
-def sha256_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, keyed by POSIX relative path."""
-    hashes: dict[str, str] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        hashes[path.relative_to(root).as_posix()] = f"sha256:{digest.hexdigest()}"
-    return hashes
 
 
 @dataclass(frozen=True)

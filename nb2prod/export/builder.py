@@ -151,7 +151,7 @@ def _resolve(client: MlflowClient, name: str, alias: str | None, version: str | 
 
 
 def _training_dataset(client: MlflowClient, run_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
-    from nb2prod import tracking
+    from nb2prod.tracking import client as tracking
 
     names = [k.split(":", 1)[1] for k in record.get("data_digests", {}) if k.startswith("dataset:")]
     found = []
@@ -211,7 +211,7 @@ def _render(
     manifest: dict[str, Any], model_tags: list[str], pins: list[str], python_version: str
 ) -> dict[str, str]:
     """Every file of the build context, by relative path (the runtime vendored as a package)."""
-    from nb2prod import __version__
+    from nb2prod._version import __version__
 
     name = manifest["name"]
     bname = manifest["bento_name"]
@@ -413,8 +413,8 @@ def _fetch(client: MlflowClient, settings: Settings, name: str, mv: Any, tmpdir:
     """
     import mlflow
 
-    from nb2prod import tracking
-    from nb2prod.capture.models import sha256_tree
+    from nb2prod.serving.integrity import sha256_tree
+    from nb2prod.tracking import client as tracking
 
     tags = dict(mv.tags)
     run_id = tags.get("nb2prod.run_id") or mv.run_id
@@ -485,7 +485,7 @@ def _companions(
     and the answer-from-previous fallback need no rebuild; the ``challenger`` alias rides
     along for a canary; ``extra`` are asked for by name.
     """
-    from nb2prod import registry
+    from nb2prod.tracking import registry
 
     fallback = registry.replaced_version(client, name, primary, alias or registry.CHAMPION)
     out: list[str] = []
@@ -514,8 +514,8 @@ def export_model(
         ExportError: unknown model, artifacts changed since capture, a companion version
             with other input columns, or the build failed.
     """
-    from nb2prod import tracking
     from nb2prod.capture.models import TRUSTED_MODULE_PREFIXES
+    from nb2prod.tracking import client as tracking
 
     started = time.perf_counter()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -13,7 +13,6 @@ from nb2prod.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from .integrity import IntegrityError, verify_tree
 
 logger = logging.getLogger("nb2prod.serving")
 
@@ -40,41 +41,6 @@ class Routed:
     versions: list[str]
     fallbacks: int
     failed: dict[str, int] = field(default_factory=dict)
-
-
-class IntegrityError(Exception):
-    """A model file does not match the hash recorded at capture."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def verify_tree(root: Path, expected: Mapping[str, str]) -> None:
-    """Every file under ``root`` must be recorded and match; every recorded file must exist.
-
-    Raises:
-        IntegrityError: naming the first file that differs, is missing or is unknown.
-    """
-    if not expected:
-        raise IntegrityError(
-            "no artifact hashes were recorded at capture: refusing to load an unverified model"
-        )
-    found = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-    unknown = sorted(set(found) - set(expected))
-    if unknown:
-        raise IntegrityError(f"file {unknown[0]} is not among the files recorded at capture")
-    for rel, want in sorted(expected.items()):
-        path = found.get(rel)
-        if path is None:
-            raise IntegrityError(f"file {rel} recorded at capture is missing")
-        got = sha256_file(path)
-        if got != want:
-            raise IntegrityError(f"file {rel} has {got[:23]}..., capture recorded {want[:23]}...")
 
 
 def prediction_store(manifest: Mapping[str, Any]) -> str:

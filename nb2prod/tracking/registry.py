@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nb2prod import tracking
+from nb2prod.tracking import client as tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

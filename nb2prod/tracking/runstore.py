@@ -122,7 +122,7 @@ class MlflowRunStore:
         return bool(self.client.list_artifacts(run_id, folder))
 
     def load_json(self, run_id: str, artifact_file: str) -> Any | None:
-        from nb2prod import tracking
+        from nb2prod.tracking import client as tracking
 
         return tracking.load_json_artifact(self.client, run_id, artifact_file)
 
