@@ -20,6 +20,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check nb2prod tests bench
 	$(BIN)/ruff format --check nb2prod tests bench
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

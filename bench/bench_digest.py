@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _machine  # bench/ is on sys.path when a benchmark runs as a script
 
-from nb2prod.capture.data import summarize
 from nb2prod.capture.hashing import digest_frame
+from nb2prod.capture.profile import summarize
 
 N_FLOAT = 20
 

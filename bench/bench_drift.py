@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _machine  # bench/ is on sys.path when a benchmark runs as a script
 
 from nb2prod.capture.data import summarize
-from nb2prod.monitoring.report import build_report
+from nb2prod.monitoring import build_report
 from nb2prod.serving.sketch import Sketcher, encode
 from nb2prod.serving.store import (
     PREDICTION_COLUMN,
@@ -93,7 +94,7 @@ def frames(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return block(TRAIN_ROWS, 0.0), live
 
 
-def build_store(path: Path, manifest: dict, live: pd.DataFrame, logged: int) -> dict[str, float]:
+def build_store(path: Path, manifest: dict[str, Any], live: pd.DataFrame, logged: int) -> dict[str, float]:
     """Write the minute sketches of ``live`` over 24 h (2 writers), and ``logged`` raw rows + feedback."""
     columns = {c: Sketcher(p) for c, p in manifest["reference"].items()}
     columns[PREDICTION_COLUMN] = Sketcher(manifest["target"]["profile"])
@@ -129,6 +130,7 @@ def build_store(path: Path, manifest: dict, live: pd.DataFrame, logged: int) -> 
     step = max(1, rows // max(1, logged))
     ids = range(0, rows, step)
     feats = live[[f"x{i}" for i in range(N_FEATURES)]].to_numpy()
+    labels = live["y"].to_numpy()
     pred_rows, feedback = [], []
     for i in ids:
         ts = T0 + float(minute[i]) * 60 + 1
@@ -139,7 +141,7 @@ def build_store(path: Path, manifest: dict, live: pd.DataFrame, logged: int) -> 
                 "monitor": "bench",
                 "model_version": "1",
                 "features": json.dumps(dict(zip(live.columns[:N_FEATURES], feats[i].tolist(), strict=True))),
-                "prediction": json.dumps({"prediction": int(live["y"].iat[i])}),
+                "prediction": json.dumps({"prediction": int(labels[i])}),
             }
         )
         if i % (5 * step) == 0:
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     train, live = frames(args.rows)
     profile = {k: p.to_dict() for k, p in summarize(train)[1].items()}
     features = [f"x{i}" for i in range(N_FEATURES)]
-    manifest = {
+    manifest: dict[str, Any] = {
         "reference": {f: profile[f] for f in features},
         "target": {"name": "y", "profile": profile["y"]},
         "model": {"is_classifier": True},

@@ -93,9 +93,26 @@ def project() -> tuple[Path, dict[str, str]]:
     return home, env
 
 
+# papermill loads every ``papermill.engine`` entry point when it is imported, and the installed
+# nb2prod names ``nb2prod.execute.engine``. A copy from before the engine became an entry point
+# (``nb2prod/execute.py``, registering its engine itself) has no such module, so its papermill
+# import would fail: a ``sitecustomize`` first on its path stands in for the module (the copy's
+# own engine then replaces the stand-in when the copy registers it).
+_OLD_ENGINE_SHIM = """import sys, types
+_stub = types.ModuleType("nb2prod.execute.engine")
+_stub.Nb2ProdEngine = None
+sys.modules.setdefault("nb2prod.execute.engine", _stub)
+"""
+
+
 def with_baseline(env: dict[str, str], baseline: Path) -> dict[str, str]:
     old = dict(env)
-    old["PYTHONPATH"] = os.pathsep.join([str(baseline), *filter(None, [env.get("PYTHONPATH")])])
+    paths = [str(baseline), *filter(None, [env.get("PYTHONPATH")])]
+    if (baseline / "nb2prod" / "execute.py").is_file():
+        shim = Path(tempfile.mkdtemp(prefix="nb2prod-bench-shim-"))
+        (shim / "sitecustomize.py").write_text(_OLD_ENGINE_SHIM, encoding="utf-8")
+        paths.insert(0, str(shim))
+    old["PYTHONPATH"] = os.pathsep.join(paths)
     return old
 
 

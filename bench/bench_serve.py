@@ -18,6 +18,12 @@ project with nb2prod capture, exports it, and serves the same model three ways o
 Load: ``wrk`` (a separate process) posting the same 1-row JSON body over keep-alive
 connections; a warm-up run, then the measured run. Prints a table; ``--write`` also
 replaces the ``## Serving`` section of ``bench/RESULTS.md``.
+
+``--switch`` measures something else: how long a live service takes to follow a switch of
+the active model (what ``nb2prod promote``/``rollback`` write to its control table), with
+no restart. Two versions are captured, the Bento carries both, and the active one is
+switched back and forth; target: every switch followed in under 5 s. (The loop test
+checks that the service follows; the time is measured here.)
 """
 
 from __future__ import annotations
@@ -283,6 +289,70 @@ def write_results(
     RESULTS.write_text(text, encoding="utf-8")
 
 
+SWITCH_TARGET_S = 5.0
+
+
+def predicted_version(url: str, body: str) -> str:
+    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())[0]["model_version"])
+
+
+def measure_switch(tmp: Path, home: Path, switches: int) -> list[float]:
+    """Seconds from writing the control table to the first answer of the other version, per switch."""
+    os.environ["NB2PROD_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import nb2prod
+    from nb2prod.config import load_settings
+    from nb2prod.export import export_model, serve_command
+    from nb2prod.serving.store import CONTROL_ACTIVE, Store
+
+    frame = load_breast_cancer(as_frame=True).frame
+    X, y = frame.drop(columns="target"), frame.target
+    nb2prod.start("bench-switch")
+    nb2prod.data(frame, name="train", role="train", target="target")
+    for c in (1.0, 0.1):  # versions 1 and 2 of the same input contract
+        nb2prod.model(
+            make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)).fit(X, y), name="sw"
+        )
+    nb2prod.end()
+    settings = load_settings(home)
+    exported = export_model("sw", settings=settings, with_versions=["1"])
+    print(f"exported {exported.tag} carrying {', '.join(exported.versions)}")
+    store = tmp / "switch.db"
+    port = free_port()
+    cmd = serve_command("sw", port=port, settings=settings)
+    env = dict(cmd.env, NB2PROD_PREDICTION_STORE=str(store))
+    body = json.dumps({k: float(v) for k, v in X.iloc[0].items()})
+    url = f"http://127.0.0.1:{port}/predict"
+    with (tmp / "switch.log").open("wb") as log:
+        proc = subprocess.Popen(cmd.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    times: list[float] = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        current = predicted_version(url, body)
+        control = Store(str(store))
+        for _ in range(switches):
+            target = "1" if current == "2" else "2"
+            started = time.monotonic()
+            control.set_control(CONTROL_ACTIVE, target)
+            while predicted_version(url, body) != target:
+                if time.monotonic() - started > 60:
+                    raise RuntimeError(f"the service did not follow the switch to {target} in 60 s")
+                time.sleep(0.02)
+            times.append(time.monotonic() - started)
+            assert proc.poll() is None, "the server restarted"
+            current = target
+    finally:
+        stop(proc)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -293,7 +363,31 @@ def main() -> None:
     parser.add_argument(
         "--write", action="store_true", help="update the ## Serving section of bench/RESULTS.md"
     )
+    parser.add_argument(
+        "--switch",
+        type=int,
+        nargs="?",
+        const=10,
+        default=0,
+        metavar="N",
+        help=f"instead: time N switches of the active model in a live service (target < {SWITCH_TARGET_S:.0f} s)",
+    )
     args = parser.parse_args()
+    if args.switch:
+        tmp = Path(tempfile.mkdtemp(prefix="nb2prod-bench-switch-"))
+        home = tmp / "project"
+        home.mkdir()
+        (home / "pyproject.toml").write_text('[tool.nb2prod]\nexperiment = "bench"\n', encoding="utf-8")
+        os.environ.pop("BENTOML_HOME", None)
+        times = measure_switch(tmp, home, args.switch)
+        ordered = sorted(times)
+        verdict = "met" if ordered[-1] < SWITCH_TARGET_S else "MISSED"
+        print(
+            f"switch followed in median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s "
+            f"over {len(times)} switches (target < {SWITCH_TARGET_S:.0f} s: {verdict})"
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+        sys.exit(0 if verdict == "met" else 1)
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     conns = [int(c) for c in args.connections.split(",")]

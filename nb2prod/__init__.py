@@ -17,11 +17,14 @@ papermill, scikit-learn and pandas are imported where they are used.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nb2prod._version import __version__
 from nb2prod.exceptions import Nb2ProdError
 from nb2prod.session import data, end, model, start, status
+
+if TYPE_CHECKING:
+    from nb2prod.monitoring import MonitorReport
 
 __all__ = [
     "Nb2ProdError",
@@ -38,7 +41,7 @@ __all__ = [
 _magics: Any = None
 
 
-def monitor(name: str, *, since: str | None = None, until: str | None = None) -> Any:
+def monitor(name: str, *, since: str | None = None, until: str | None = None) -> MonitorReport:
     """The drift and quality report of the service of ``name`` (as ``nb2prod monitor NAME``)."""
     from nb2prod import lifecycle
 

@@ -12,9 +12,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nb2prod import protocol
 from nb2prod.exceptions import Nb2ProdError
+from nb2prod.tracking import names
+
+if TYPE_CHECKING:
+    from nb2prod.execute import Reproduction, RunResult
+    from nb2prod.lifecycle import Decision, Switch
+    from nb2prod.monitoring.report import MonitorReport
 
 EXAMPLE_NAME = "train.ipynb"
 
@@ -107,8 +114,8 @@ def new_project(folder: Path) -> Path:
 def kernel_env(home: Path, notebook: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a kernel running a notebook of project ``home`` on its own SQLite store."""
     env = dict(os.environ)
-    env["NB2PROD_HOME"] = str(home)
-    env["NB2PROD_NOTEBOOK"] = str(notebook)
+    env[protocol.HOME] = str(home)
+    env[protocol.NOTEBOOK] = str(notebook)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.update(extra or {})
@@ -172,15 +179,15 @@ def run_demo(folder: Path | None = None) -> DemoReport:
     run = client.search_runs(
         [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
     )[0]
-    local = client.download_artifacts(run.info.run_id, "environment.json", dst_path=tempfile.mkdtemp())
+    local = client.download_artifacts(run.info.run_id, names.ENVIRONMENT_JSON, dst_path=tempfile.mkdtemp())
     environment = json.loads(Path(local).read_text(encoding="utf-8"))
     datasets = [
         {
             "name": d.dataset.name,
             "context": next((t.value for t in d.tags if t.key == "mlflow.data.context"), ""),
-            "digest": run.data.tags.get(f"nb2prod.data.{d.dataset.name}.digest", d.dataset.digest),
+            "digest": run.data.tags.get(names.data_digest_tag(d.dataset.name), d.dataset.digest),
         }
-        for d in run.inputs.dataset_inputs
+        for d in (run.inputs.dataset_inputs if run.inputs else [])
     ]
     versions = [
         {"name": mv.name, "version": mv.version, "tags": dict(mv.tags)}
@@ -226,10 +233,10 @@ class ServeReport:
     bad_request: tuple[int, dict[str, Any]]
     metadata: dict[str, Any]
     drift: dict[str, Any]
-    refused: Any = None
-    quiet: Any = None
-    drifted: Any = None
-    rollback: Any = None
+    refused: Decision
+    quiet: MonitorReport
+    drifted: MonitorReport
+    rollback: Switch
     switch_seconds: float | None = None
 
 
@@ -335,8 +342,8 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
 class RerunReport:
     """The re-execution part of the demo: a new parameter, then a reproduction of the first run."""
 
-    rerun: Any  # nb2prod.execute.RunResult
-    reproduction: Any  # nb2prod.execute.Reproduction
+    rerun: RunResult
+    reproduction: Reproduction
 
 
 def run_rerun_demo(report: DemoReport, *, parameter: str = "C", value: float = 0.5) -> RerunReport:

@@ -1,5 +1,11 @@
-"""``%nb2prod``: the IPython connectivity layer. It parses, resolves names and prints; the work is in
-:mod:`nb2prod.session`.
+"""``%nb2prod``: the IPython connectivity layer. It parses, resolves names, calls the core
+(:mod:`nb2prod.session`, :mod:`nb2prod.export`, :mod:`nb2prod.lifecycle`) and shows what it returns
+through :mod:`nb2prod.render.notebook`.
+
+Errors: a user's mistake raises nb2prod's own usage error (imported here as
+``Nb2ProdUsageError``), never IPython's ``IPython.core.error.UsageError``: ours carries a ``hint``,
+belongs to the :class:`~nb2prod.exceptions.Nb2ProdError` tree that scripts catch, and IPython shows it
+through its ``_render_traceback_`` (the message, no traceback).
 """
 
 from __future__ import annotations
@@ -14,22 +20,25 @@ from typing import Any, NoReturn
 
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from nb2prod.exceptions import StoreError, UsageError, VariableNotFoundError
+from nb2prod import session
+from nb2prod.exceptions import StoreError, VariableNotFoundError
+from nb2prod.exceptions import UsageError as Nb2ProdUsageError
+from nb2prod.render import notebook as render
 
 SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "monitor")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises our UsageError instead of exiting the kernel."""
+    """argparse that raises nb2prod's usage error instead of exiting the kernel."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(
+        raise Nb2ProdUsageError(
             f"%nb2prod {self.prog.split()[-1]}: {message}", hint=f"usage: {self.format_usage().strip()}"
         )
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         # --help prints, then argparse exits: raise a quiet usage error instead.
-        raise UsageError(message or self.format_help())
+        raise Nb2ProdUsageError(message or self.format_help())
 
 
 def _parsers() -> dict[str, _Parser]:
@@ -43,7 +52,7 @@ def _parsers() -> dict[str, _Parser]:
         "obj", metavar="DF", help="a DataFrame, Series or array variable, or a file/directory path"
     )
     data.add_argument("--name", help="dataset name (default: the variable name or file stem)")
-    data.add_argument("--role", default="train", choices=["train", "test", "reference", "other"])
+    data.add_argument("--role", default="train", choices=list(session.ROLES))
     data.add_argument("--target", help="label column inside DF (its y)")
     model = p["model"] = _Parser(prog="%nb2prod model")
     model.add_argument("est", metavar="EST", help="the fitted model variable")
@@ -84,16 +93,16 @@ class Nb2ProdMagics(Magics):
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            raise UsageError(f"cannot parse '{line}': {exc}", hint="check the quotes") from None
+            raise Nb2ProdUsageError(f"cannot parse '{line}': {exc}", hint="check the quotes") from None
         if not words or words[0] in ("-h", "--help", "help"):
-            raise UsageError(
+            raise Nb2ProdUsageError(
                 "usage: %nb2prod {" + ",".join(SUBCOMMANDS) + "} ...", hint="e.g. %nb2prod start churn"
             )
         sub, rest = words[0], words[1:]
         if sub not in SUBCOMMANDS:
             close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
             suggestion = f"did you mean '{close[0]}'? " if close else ""
-            raise UsageError(
+            raise Nb2ProdUsageError(
                 f"unknown subcommand '{sub}'", hint=f"{suggestion}valid: {', '.join(SUBCOMMANDS)}"
             )
         args = self._parsers[sub].parse_args(rest)
@@ -101,19 +110,27 @@ class Nb2ProdMagics(Magics):
         try:
             handler(args)
         except StoreError as exc:
-            from nb2prod import session
-
             session.note_not_recorded(exc)
-            settings_strict = session._current is not None and session._current.settings.strict
-            if settings_strict:
+            open_session = session.active()
+            if open_session is not None and open_session.settings.strict:
                 raise
             # The store failed, not the user: warn, keep the notebook running, count it.
             print(f"nb2prod WARNING: {exc}", file=sys.stderr)
 
+    @property
+    def _ns(self) -> dict[str, Any]:
+        """The notebook's namespace."""
+        if self.shell is None:  # pragma: no cover - IPython gives every registered Magics its shell
+            raise Nb2ProdUsageError(
+                "%nb2prod runs only inside IPython", hint="use nb2prod.start() etc. in scripts"
+            )
+        ns: dict[str, Any] = self.shell.user_ns
+        return ns
+
     # -- subcommands -----------------------------------------------------------------
 
     def _lookup(self, name: str, what: str) -> Any:
-        ns = self.shell.user_ns
+        ns = self._ns
         if name in ns:
             return ns[name]
         candidates = [k for k in ns if not k.startswith("_") and isinstance(k, str)]
@@ -126,19 +143,15 @@ class Nb2ProdMagics(Magics):
         raise VariableNotFoundError(name, hint=hint)
 
     def _start(self, args: argparse.Namespace) -> None:
-        from nb2prod import display, session
-
         result = session.start(args.experiment, notebook=args.notebook, run_name=args.run_name)
         self.tracked_ids.clear()
         self._warned.clear()
-        print(display.start_text(result))
+        print(render.start_text(result))
 
     def _data(self, args: argparse.Namespace) -> None:
-        from nb2prod import display, session
-
         token: str = args.obj
-        if token in self.shell.user_ns:
-            obj = self.shell.user_ns[token]
+        if token in self._ns:
+            obj = self._ns[token]
             name = args.name or token
             record = session.data(obj, name=name, role=args.role, target=args.target)
             self.tracked_ids[token] = id(obj)
@@ -148,39 +161,29 @@ class Nb2ProdMagics(Magics):
         else:
             self._lookup(token, "DataFrame or an existing path")
             return
-        print(display.dataset_text(record))
+        print(render.dataset_text(record))
 
     def _model(self, args: argparse.Namespace) -> None:
-        from nb2prod import display, session
-
         est = self._lookup(args.est, "fitted model")
         X = self._lookup(args.X, "feature frame") if args.X else None
         y = self._lookup(args.y, "label series") if args.y else None
         record = session.model(
             est, X=X, y=y, name=args.name or args.est, trust=tuple(args.trust), variable=args.est
         )
-        print(display.model_text(record))
+        print(render.model_text(record))
 
     def _status(self, args: argparse.Namespace) -> None:
-        from nb2prod import session, widgets
+        from nb2prod import widgets
 
         widgets.show_status(session.status(), self.shell)
 
     def _end(self, args: argparse.Namespace) -> None:
-        from nb2prod import session
-
-        run_id = session.end("FAILED" if args.failed else "FINISHED")
-        print(f"nb2prod: run {run_id} ended" if run_id else "nb2prod: no capture session was open")
+        print(render.end_text(session.end("FAILED" if args.failed else "FINISHED")))
 
     def _export(self, args: argparse.Namespace) -> None:
         from nb2prod.export import export_model
 
-        result = export_model(args.ref, output=args.output)
-        state = "built" if result.built else "already built (no change)"
-        print(
-            f"nb2prod: {result.tag} {state}; carries v{', v'.join(result.versions or (result.model_version,))}"
-        )
-        print(f"nb2prod: service source in {result.source_dir}; serve it with: nb2prod serve {result.name}")
+        print(render.export_text(export_model(args.ref, output=args.output)))
 
     def _monitor(self, args: argparse.Namespace) -> None:
         from IPython.display import display
@@ -188,7 +191,7 @@ class Nb2ProdMagics(Magics):
         from nb2prod import lifecycle
 
         report = lifecycle.monitor(args.name, since=args.since, until=args.until)
-        shown = display_report(report)
+        shown = render.MonitorView(report)
         if args.html:
             Path(args.html).expanduser().write_text(shown._repr_html_(), encoding="utf-8")
         display(shown)
@@ -198,7 +201,7 @@ class Nb2ProdMagics(Magics):
     def post_run_cell(self, result: Any) -> None:
         """Warn once when a tracked variable is rebound to another object (its record is stale)."""
         try:
-            ns = self.shell.user_ns
+            ns = self._ns
             for name, ident in self.tracked_ids.items():
                 if name in ns and id(ns[name]) != ident and name not in self._warned:
                     self._warned.add(name)
@@ -209,20 +212,3 @@ class Nb2ProdMagics(Magics):
                     )
         except Exception as exc:  # capture never breaks the notebook
             print(f"nb2prod WARNING: cell hook failed: {exc}", file=sys.stderr)
-
-
-class display_report:
-    """A monitor report shown as the HTML report in a notebook, as the text table elsewhere."""
-
-    def __init__(self, report: Any) -> None:
-        self.report = report
-
-    def _repr_html_(self) -> str:
-        from nb2prod.monitoring.html import render_html
-
-        return str(render_html(self.report))
-
-    def __repr__(self) -> str:
-        from nb2prod.monitoring.report import render_text
-
-        return str(render_text(self.report))

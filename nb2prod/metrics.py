@@ -1,18 +1,21 @@
 """Metric names and which way is better: the one rule every comparison uses.
 
-The capture logs ``train_<metric>`` and ``test_<metric>``; the sweep ranks runs, retrain
+The capture logs ``training_<metric>`` and ``test_<metric>``; the sweep ranks runs, retrain
 compares a challenger with the champion, and the monitor reports live quality, all by the
 names and the direction defined here. Macro-averaged F1 is ``f1_macro`` everywhere.
 """
 
 from __future__ import annotations
 
-ACCURACY = "accuracy"
-F1_MACRO = "f1_macro"
-ROC_AUC = "roc_auc"
-R2 = "r2"
-RMSE = "rmse"
-MAE = "mae"
+from typing import Final
+
+ACCURACY: Final = "accuracy"
+F1_MACRO: Final = "f1_macro"
+ROC_AUC: Final = "roc_auc"
+R2: Final = "r2"
+RMSE: Final = "rmse"
+MAE: Final = "mae"
+LOG_LOSS: Final = "log_loss"
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     ACCURACY: True,
@@ -21,6 +24,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     R2: True,
     RMSE: False,
     MAE: False,
+    LOG_LOSS: False,
 }
 """The metrics nb2prod computes itself, and their direction."""
 
@@ -29,7 +33,7 @@ REGRESSION = (MAE, RMSE)
 
 # Words that mark a user's own metric as an error (lower is better), e.g. ``val_loss``.
 _LOWER_WORDS = ("loss", "mae", "mse", "rmse", "error", "mape")
-_SPLIT_PREFIXES = ("train_", "test_", "val_", "valid_", "validation_")
+_SPLIT_PREFIXES = ("training_", "train_", "test_", "val_", "valid_", "validation_")
 
 
 def base_name(metric: str) -> str:

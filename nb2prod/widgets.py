@@ -1,11 +1,14 @@
-"""The ``%nb2prod status`` panel: ipywidgets in a notebook, plain text elsewhere."""
+"""The ``%nb2prod status`` panel: ipywidgets in a notebook, plain text elsewhere.
+
+The rows and texts come from :mod:`nb2prod.render.notebook`; this module lays them out as widgets.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
 
-from nb2prod import display as text
+from nb2prod.render import notebook as text
 
 if TYPE_CHECKING:
     from nb2prod.session import StatusReport
@@ -24,13 +27,12 @@ def status_panel(report: StatusReport) -> Any:
     """An ipywidgets Tab with the run, environment, datasets and models of a session."""
     import ipywidgets as w
 
-    env_rows = [line.split(None, 1) for line in text.environment_lines(report.environment)]
-    env_rows += [
-        [line.split(None, 1)[0], line.split(None, 1)[1] if " " in line.strip() else ""]
-        for line in text.diff_lines(report.diff, report.previous_run_id)[:1]
+    env_rows = [
+        *text.environment_rows(report.environment),
+        text.diff_row(report.diff, report.previous_run_id),
     ]
     if report.diff is not None and not report.diff.is_empty:
-        env_rows += [["", line] for line in report.diff.summary()]
+        env_rows += [("", line) for line in report.diff.summary()]
     run_html = _table(
         ["", ""],
         [["run", report.run_id], ["experiment", report.experiment], ["store", report.tracking_uri]]
@@ -47,7 +49,7 @@ def status_panel(report: StatusReport) -> Any:
                 m.model_uri,
                 m.info.class_name,
                 f"{m.roundtrip.rows} rows equal",
-                ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.metrics.items())),
+                text.metrics_text(m.metrics),
             ]
             for m in report.models
         ],

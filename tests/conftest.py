@@ -1,5 +1,6 @@
 """Shared fixtures: a temp project on a real SQLite MLflow store, an in-process IPython shell,
-and a runner for notebooks in real kernels."""
+and a runner for notebooks in real kernels. tests/served.py adds "a project with a captured
+model" and "a running service" (``captured_project``, ``service``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 from nb2prod.demo import new_project
 from nb2prod.exceptions import StoreError
+
+pytest_plugins = ["tests.served"]
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +71,7 @@ def ip(project: Path) -> Iterator[Any]:
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "nb2prod")
     yield shell
-    if session._current is not None:
+    if session.active() is not None:
         with contextlib.suppress(StoreError):  # a test may have stopped the store on purpose
             session.end()
     shell.run_line_magic("unload_ext", "nb2prod")

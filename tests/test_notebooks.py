@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_notebook, outputs_text, run_notebook
+
+from tests.helpers import make_notebook, outputs_text, run_notebook
 
 pytestmark = pytest.mark.slow
 

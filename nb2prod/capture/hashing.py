@@ -106,16 +106,19 @@ while it is still in the L2 cache; only a chunk holding a NaN whose bits are
 not already canonical is copied, rewritten and hashed again from the saved
 hasher state. Columns are hashed on up to two threads (xxhash and
 numpy release the GIL). See ``bench/RESULTS.md``.
+
+Layout: this module holds the scheme (this docstring), the column digests
+and the frame, series, array and any-object entry points; the byte encodings
+(``H``, ``str``, ``v`` streams, ``VAL``, ``ARRAY``) are in
+:mod:`nb2prod.capture.hash_encoding`, the file and directory digests in
+:mod:`nb2prod.capture.file_digest` (re-exported here).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import decimal
+import functools
 import os
-import re
-import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,12 +126,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
+from nb2prod.capture.file_digest import digest_directory, digest_file, directory_digest
+from nb2prod.capture.hash_encoding import (
+    ALGORITHM,
+    array_digest,
+    as_buffer,
+    fixed_digest,
+    fmt_digest,
+    h128,
+    lstr,
+    objects_digest,
+    range_digest,
+    u64,
+    value_bytes,
+)
 from nb2prod.exceptions import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+# digest_file, digest_directory and directory_digest live in nb2prod.capture.file_digest.
 __all__ = [
     "ALGORITHM",
     "SCHEME",
@@ -141,196 +159,12 @@ __all__ = [
     "directory_digest",
 ]
 
-ALGORITHM = "xxh3_128"
 SCHEME = "nb2prod-frame-v1"
 
-_CHUNK_BYTES = 1 << 19  # half the L2 cache: the hash loads a chunk, the NaN check reads it from cache
-_FILE_CHUNK = 1 << 20
 _PARALLEL_MIN_BYTES = 32 << 20  # below this a thread pool costs more than it saves
 _MAX_THREADS = 2
-_CANON_NAN = {2: (np.uint16, 0x7E00), 4: (np.uint32, 0x7FC00000), 8: (np.uint64, 0x7FF8000000000000)}
-_CANON_NAN_F64 = struct.pack("<Q", 0x7FF8000000000000)
-_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+")
 
 _Part = tuple[bytes, bytes]  # (tag, 16-byte digest)
-
-
-def _fmt(h: xxhash.xxh3_128) -> str:
-    return f"{ALGORITHM}:{h.hexdigest()}"
-
-
-def _u64(n: int) -> bytes:
-    return struct.pack("<Q", n)
-
-
-def _str(s: str) -> bytes:
-    b = s.encode("utf-8", "surrogatepass")
-    return struct.pack("<I", len(b)) + b
-
-
-def _h(data: Any) -> bytes:
-    return xxhash.xxh3_128(data).digest()
-
-
-# --------------------------------------------------------------------------- value streams
-
-
-def _as_le(a: np.ndarray) -> np.ndarray:
-    if a.dtype.byteorder == ">":
-        return a.astype(a.dtype.newbyteorder("<"))
-    return a
-
-
-def _update_fixed(h: xxhash.xxh3_128, a: np.ndarray) -> xxhash.xxh3_128:
-    """Feed a 1-D fixed-width array to ``h``, little-endian, NaNs canonical; return the hasher to go on with."""
-    if a.dtype.kind == "c":
-        a = np.ascontiguousarray(a)
-        a = a.view(a.real.dtype)
-    elif a.dtype.kind in "mM":
-        a = a.view(np.int64)
-    if a.dtype.byteorder == ">" or not a.flags.c_contiguous:
-        a = np.ascontiguousarray(_as_le(a))
-    if a.dtype.kind != "f":
-        h.update(a)
-        return h
-    uint, canon = _CANON_NAN[a.dtype.itemsize]
-    step = max(_CHUNK_BYTES // a.dtype.itemsize, 1)
-    reduce_max = np.maximum.reduce
-    for start in range(0, a.shape[0], step):
-        chunk = a[start : start + step]
-        # Hash first (streams from memory), then check the chunk while it is still cached.
-        saved = h.copy()
-        h.update(chunk)
-        top = reduce_max(chunk)
-        if top != top:  # max propagates NaN: some value in this chunk is NaN
-            nan = np.isnan(chunk)
-            # Every NaN canonical (np.nan is) iff as many values have the canonical bits as are NaN.
-            if np.count_nonzero(nan) != np.count_nonzero(chunk.view(uint) == canon):
-                fixed = chunk.copy()
-                fixed.view(uint)[nan] = canon
-                h = saved
-                h.update(fixed)
-    return h
-
-
-def _fixed_digest(a: np.ndarray) -> bytes:
-    return _update_fixed(xxhash.xxh3_128(), a).digest()
-
-
-def _range_digest(start: int, step: int, n: int) -> bytes:
-    """Digest of ``np.arange(start, start + n * step, step, dtype=int64)``, in cache-sized pieces."""
-    h = xxhash.xxh3_128()
-    piece = 1 << 16
-    offsets = np.arange(piece, dtype=np.int64) * step
-    buf = np.empty(piece, dtype=np.int64)
-    for i in range(0, n, piece):
-        m = min(piece, n - i)
-        np.add(offsets[:m], start + i * step, out=buf[:m])
-        h.update(buf[:m])
-    return h.digest()
-
-
-# --------------------------------------------------------------------------- tagged values
-
-
-def _enc_value(x: Any, out: bytearray) -> None:
-    """Append ``VAL(x)`` (see module docstring) to ``out``."""
-    import pandas as pd
-
-    if x is None:
-        out += b"N"
-    elif x is pd.NA:
-        out += b"A"
-    elif x is pd.NaT:
-        out += b"T"
-    elif isinstance(x, (bool, np.bool_)):
-        out += b"?\x01" if x else b"?\x00"
-    elif isinstance(x, (int, np.integer)):
-        out += b"i" + _str(str(int(x)))
-    elif isinstance(x, (float, np.floating)):
-        out += b"f" + _f64(float(x))
-    elif isinstance(x, (complex, np.complexfloating)):
-        c = complex(x)
-        out += b"j" + _f64(c.real) + _f64(c.imag)
-    elif isinstance(x, str):
-        out += b"s" + _str(x)
-    elif isinstance(x, (bytes, bytearray, memoryview)):
-        b = bytes(x)
-        out += b"b" + _u64(len(b)) + b
-    elif isinstance(x, decimal.Decimal):
-        out += b"D" + _str(str(x))
-    elif isinstance(x, _dt.datetime):
-        out += b"d" + _str(x.isoformat()) + _str(str(x.tzinfo) if x.tzinfo is not None else "")
-    elif isinstance(x, _dt.date):
-        out += b"a" + _str(x.isoformat())
-    elif isinstance(x, _dt.time):
-        out += b"h" + _str(x.isoformat())
-    elif isinstance(x, (_dt.timedelta, np.timedelta64)):
-        td = pd.Timedelta(x)
-        out += b"T" if td is pd.NaT else b"e" + _str(str(td.value))
-    elif isinstance(x, np.datetime64):
-        _enc_value(pd.Timestamp(x), out)
-    elif isinstance(x, pd.Interval):
-        out += b"I"
-        _enc_value(x.left, out)
-        _enc_value(x.right, out)
-        out += _str(x.closed)
-    elif isinstance(x, pd.Period):
-        out += b"P" + _str(str(x)) + _str(x.freqstr)
-    elif isinstance(x, tuple):
-        out += b"(" + _u64(len(x))
-        for item in x:
-            _enc_value(item, out)
-    elif isinstance(x, list):
-        out += b"[" + _u64(len(x))
-        for item in x:
-            _enc_value(item, out)
-    elif isinstance(x, dict):
-        out += b"{" + _u64(len(x))
-        for k, v in x.items():
-            _enc_value(k, out)
-            _enc_value(v, out)
-    elif isinstance(x, (set, frozenset)):
-        items = []
-        for item in x:
-            buf = bytearray()
-            _enc_value(item, buf)
-            items.append(bytes(buf))
-        out += b"S" + _u64(len(items)) + b"".join(sorted(items))
-    elif isinstance(x, np.ndarray):
-        out += b"n" + _array_digest(x)
-    else:
-        text = repr(x)
-        kind = f"{type(x).__module__}.{type(x).__qualname__}"
-        if _ADDRESS.search(text):
-            raise DataError(
-                f"cannot digest a value of type {kind}: its repr holds a memory address, "
-                "so the digest would change in every process",
-                hint="convert the column to str, numbers or datetimes before capturing it",
-            )
-        out += b"r" + _str(kind) + _str(text)
-
-
-def _f64(v: float) -> bytes:
-    return _CANON_NAN_F64 if v != v else struct.pack("<d", v)
-
-
-def _val(x: Any) -> bytes:
-    out = bytearray()
-    _enc_value(x, out)
-    return bytes(out)
-
-
-def _objects_digest(values: Iterable[Any]) -> bytes:
-    h = xxhash.xxh3_128()
-    out = bytearray()
-    for v in values:
-        _enc_value(v, out)
-        if len(out) >= _CHUNK_BYTES:
-            h.update(out)
-            out.clear()
-    h.update(out)
-    return h.digest()
 
 
 # --------------------------------------------------------------------------- columns
@@ -339,7 +173,7 @@ def _objects_digest(values: Iterable[Any]) -> bytes:
 def _mask_digest(valid_chunks: Sequence[np.ndarray]) -> bytes:
     h = xxhash.xxh3_128()
     for v in valid_chunks:
-        h.update(np.ascontiguousarray(v, dtype=np.bool_).view(np.uint8))
+        h.update(as_buffer(np.ascontiguousarray(v, dtype=np.bool_).view(np.uint8)))
     return h.digest()
 
 
@@ -364,7 +198,7 @@ def _arrow_string_parts(arr: pa.Array | pa.ChunkedArray) -> list[_Part]:
                 # A null slot may legally span bytes; rebuild so only present values hold data.
                 offsets, data = _string_buffers(pc.fill_null(chunk, ""))
         if any_null:
-            hm.update(valid.view(np.uint8) if valid is not None else np.ones(n, np.uint8))
+            hm.update(as_buffer(valid.view(np.uint8) if valid is not None else np.ones(n, np.uint8)))
         _update_lengths(hl, offsets)
         if data is not None:
             hd.update(data)
@@ -383,7 +217,7 @@ def _update_lengths(h: xxhash.xxh3_128, offsets: np.ndarray) -> None:
     for i in range(0, n, piece):
         m = min(piece, n - i)
         np.subtract(offsets[i + 1 : i + 1 + m], offsets[i : i + m], out=buf[:m])
-        h.update(buf[:m])
+        h.update(as_buffer(buf[:m]))
 
 
 def _string_buffers(chunk: pa.Array) -> tuple[np.ndarray, memoryview | None]:
@@ -411,7 +245,7 @@ def _object_parts(values: np.ndarray) -> list[_Part]:
         else:
             if arr.null_count < len(arr):
                 return _arrow_string_parts(arr)
-    return [(b"o", _objects_digest(values))]
+    return [(b"o", objects_digest(values))]
 
 
 def _arrow_parts(chunked: pa.ChunkedArray) -> list[_Part] | None:
@@ -433,7 +267,7 @@ def _arrow_parts(chunked: pa.ChunkedArray) -> list[_Part] | None:
     parts: list[_Part] = []
     if valid is not None:
         parts.append((b"m", _mask_digest([valid])))
-    parts.append((b"v", _fixed_digest(values)))
+    parts.append((b"v", fixed_digest(values)))
     return parts
 
 
@@ -442,22 +276,22 @@ def _column(values: Any) -> tuple[str, int, list[_Part]]:
     import pandas as pd
 
     dtype = values.dtype
-    arr = values.array if isinstance(values, (pd.Series, pd.Index)) else values
+    arr: Any = values.array if isinstance(values, (pd.Series, pd.Index)) else values
     n = len(arr)
     name = str(dtype)
     if isinstance(dtype, pd.CategoricalDtype):
         codes = np.asarray(arr.codes)
         parts = [(b"m", _mask_digest([codes >= 0]))] if (codes < 0).any() else []
-        parts += [(b"c", _fixed_digest(codes)), (b"k", _column_digest(arr.categories))]
+        parts += [(b"c", fixed_digest(codes)), (b"k", _column_digest(arr.categories))]
         return f"category(ordered={bool(dtype.ordered)},codes={codes.dtype})", n, parts
     if isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)):
-        return name, n, [(b"v", _fixed_digest(np.asarray(arr.asi8)))]
+        return name, n, [(b"v", fixed_digest(np.asarray(arr.asi8)))]
     if isinstance(dtype, pd.StringDtype):
         return name, n, _arrow_string_parts(arr.__arrow_array__())
     if isinstance(dtype, pd.ArrowDtype):
-        parts = _arrow_parts(arr.__arrow_array__())
-        if parts is not None:
-            return name, n, parts
+        arrow = _arrow_parts(arr.__arrow_array__())
+        if arrow is not None:
+            return name, n, arrow
     elif (
         isinstance(dtype, pd.api.extensions.ExtensionDtype)
         and not isinstance(dtype, pd.SparseDtype)
@@ -468,7 +302,7 @@ def _column(values: Any) -> tuple[str, int, list[_Part]]:
         mask = np.asarray(arr.isna(), dtype=np.bool_)
         data = arr.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0))
         parts = [(b"m", _mask_digest([~mask]))] if mask.any() else []
-        parts.append((b"v", _fixed_digest(data)))
+        parts.append((b"v", fixed_digest(data)))
         return name, n, parts
     if isinstance(dtype, pd.SparseDtype):
         _, _, parts = _column(np.asarray(arr.to_dense()))
@@ -480,15 +314,15 @@ def _column(values: Any) -> tuple[str, int, list[_Part]]:
         if dtype.kind in "US":
             return name, n, _object_parts(a.astype(object))
         if dtype.kind == "V":
-            return str(dtype.descr), n, [(b"v", _h(np.ascontiguousarray(a).view(np.uint8)))]
-        return name, n, [(b"v", _fixed_digest(a))]
-    return name, n, [(b"o", _objects_digest(np.asarray(arr, dtype=object)))]
+            return str(dtype.descr), n, [(b"v", h128(np.ascontiguousarray(a).view(np.uint8)))]
+        return name, n, [(b"v", fixed_digest(a))]
+    return name, n, [(b"o", objects_digest(np.asarray(arr, dtype=object)))]
 
 
 def _column_digest(values: Any) -> bytes:
     dtype_name, n, parts = _column(values)
-    head = b"nb2prod-col-v1\0" + _str(dtype_name) + _u64(n) + bytes([len(parts)])
-    return _h(head + b"".join(tag + d for tag, d in parts))
+    head = b"nb2prod-col-v1\0" + lstr(dtype_name) + u64(n) + bytes([len(parts)])
+    return h128(head + b"".join(tag + d for tag, d in parts))
 
 
 def _level_task(index: pd.Index, level: int) -> Callable[[], bytes]:
@@ -499,8 +333,8 @@ def _level_task(index: pd.Index, level: int) -> Callable[[], bytes]:
     if isinstance(index, pd.RangeIndex):
         # Same digest as the materialised int64 values, without materialising them.
         def task() -> bytes:
-            head = b"nb2prod-col-v1\0" + _str("int64") + _u64(len(index)) + b"\x01"
-            return _h(head + b"v" + _range_digest(index.start, index.step, len(index)))
+            head = b"nb2prod-col-v1\0" + lstr("int64") + u64(len(index)) + b"\x01"
+            return h128(head + b"v" + range_digest(index.start, index.step, len(index)))
 
         return task
     return lambda: _column_digest(index)
@@ -538,16 +372,16 @@ def digest_frame(df: pd.DataFrame, *, threads: int | None = None) -> str:
         raise DataError(f"digest_frame expects a pandas DataFrame, got {type(df).__name__}")
     levels = df.index.nlevels
     tasks = [_level_task(df.index, i) for i in range(levels)]
-    tasks += [(lambda s=s: _column_digest(s)) for _, s in df.items()]
+    tasks += [functools.partial(_column_digest, s) for _, s in df.items()]
     digests = _run(tasks, _nbytes(df), threads)
-    h = xxhash.xxh3_128(b"nb2prod-frame-v1\0")
-    h.update(_u64(len(df)) + _u64(df.shape[1]) + _u64(levels))
-    h.update(_val(tuple(df.index.names)) + _val(tuple(df.columns.names)))
+    h = xxhash.xxh3_128(SCHEME.encode() + b"\0")
+    h.update(u64(len(df)) + u64(df.shape[1]) + u64(levels))
+    h.update(value_bytes(tuple(df.index.names)) + value_bytes(tuple(df.columns.names)))
     for d in digests[:levels]:
         h.update(d)
     for label, d in zip(df.columns, digests[levels:], strict=True):
-        h.update(_val(label) + d)
-    return _fmt(h)
+        h.update(value_bytes(label) + d)
+    return fmt_digest(h)
 
 
 def digest_series(s: pd.Series, *, threads: int | None = None) -> str:
@@ -568,29 +402,10 @@ def digest_series(s: pd.Series, *, threads: int | None = None) -> str:
     tasks = [_level_task(s.index, i) for i in range(levels)] + [lambda: _column_digest(s)]
     digests = _run(tasks, _nbytes(s), threads)
     h = xxhash.xxh3_128(b"nb2prod-series-v1\0")
-    h.update(_u64(len(s)) + _u64(levels) + _val(s.name) + _val(tuple(s.index.names)))
+    h.update(u64(len(s)) + u64(levels) + value_bytes(s.name) + value_bytes(tuple(s.index.names)))
     for d in digests:
         h.update(d)
-    return _fmt(h)
-
-
-def _array_digest(a: np.ndarray) -> bytes:
-    if a.dtype.fields is not None or a.dtype.kind == "V":
-        dtype_name = str(a.dtype.descr)
-    else:
-        dtype_name = a.dtype.newbyteorder("<").str if a.dtype.byteorder == ">" else a.dtype.str
-    h = xxhash.xxh3_128(b"nb2prod-array-v1\0")
-    h.update(_str(dtype_name) + _u64(a.ndim) + b"".join(_u64(d) for d in a.shape))
-    flat = np.ascontiguousarray(a).reshape(-1)  # no copy when already C-contiguous
-    if a.dtype.kind == "O":
-        h.update(_objects_digest(flat))  # the 16 bytes stand in for the VAL stream
-    elif a.dtype.kind in "US":
-        h.update(_objects_digest(flat.astype(object)))
-    elif a.dtype.kind == "V":
-        h.update(flat.view(np.uint8))
-    else:
-        h = _update_fixed(h, flat)
-    return h.digest()
+    return fmt_digest(h)
 
 
 def digest_array(a: np.ndarray) -> str:
@@ -607,91 +422,7 @@ def digest_array(a: np.ndarray) -> str:
     """
     if not isinstance(a, np.ndarray):
         raise DataError(f"digest_array expects a numpy ndarray, got {type(a).__name__}")
-    return f"{ALGORITHM}:{_array_digest(a).hex()}"
-
-
-def _file_digest_bytes(path: Path) -> tuple[bytes, int]:
-    h = xxhash.xxh3_128()
-    buf = bytearray(_FILE_CHUNK)
-    view = memoryview(buf)
-    size = 0
-    try:
-        with path.open("rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                h.update(view[:n])
-                size += n
-    except OSError as e:
-        raise DataError(
-            f"cannot read {path}: {e.strerror or e}", hint="check the path and its permissions"
-        ) from e
-    return h.digest(), size
-
-
-def _check_path(path: str | os.PathLike[str], want: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(
-            f"no such {want}: {p}", hint="check the path (relative paths start at the notebook's cwd)"
-        )
-    if want == "file" and not p.is_file():
-        raise DataError(f"{p} is not a regular file", hint="use digest_directory() for a directory")
-    if want == "directory" and not p.is_dir():
-        raise DataError(f"{p} is not a directory", hint="use digest_file() for a file")
-    return p
-
-
-def digest_file(path: str | os.PathLike[str]) -> str:
-    """Digest a file's bytes, streamed in 1 MiB pieces (equals ``xxhsum -H2``).
-
-    Args:
-        path: The file.
-
-    Returns:
-        ``"xxh3_128:<32 hex>"``.
-    """
-    d, _ = _file_digest_bytes(_check_path(path, "file"))
-    return f"{ALGORITHM}:{d.hex()}"
-
-
-def directory_digest(path: str | os.PathLike[str]) -> tuple[str, int, int]:
-    """Digest a directory tree and count what it covered.
-
-    Args:
-        path: The directory.
-
-    Returns:
-        ``(digest, number of files, total bytes)``; the digest as in :func:`digest_directory`.
-    """
-    root = _check_path(path, "directory")
-    files: list[tuple[bytes, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in filenames:
-            full = Path(dirpath) / fn
-            if full.is_file():
-                rel = full.relative_to(root).as_posix()
-                files.append((rel.encode("utf-8", "surrogatepass"), full))
-    files.sort(key=lambda t: t[0])
-    h = xxhash.xxh3_128(b"nb2prod-dir-v1\0")
-    h.update(_u64(len(files)))
-    total = 0
-    for rel, full in files:
-        d, size = _file_digest_bytes(full)
-        total += size
-        h.update(struct.pack("<I", len(rel)) + rel + _u64(size) + d)
-    return _fmt(h), len(files), total
-
-
-def digest_directory(path: str | os.PathLike[str]) -> str:
-    """Digest a directory: sorted relative paths, sizes and per-file digests (``nb2prod-dir-v1``).
-
-    Args:
-        path: The directory.
-
-    Returns:
-        ``"xxh3_128:<32 hex>"``.
-    """
-    return directory_digest(path)[0]
+    return f"{ALGORITHM}:{array_digest(a).hex()}"
 
 
 SUPPORTED = "pandas DataFrame, pandas Series, numpy ndarray, or a path (str/Path) to a file or directory"

@@ -10,7 +10,7 @@ saved or loaded never reaches the registry:
   loaded with skops. The allow-list lives here, in our code, never in the
   artifact: a type outside it needs the user's explicit ``trust``.
 * :func:`roundtrip_check` loads the logged model in a fresh Python process
-  and compares its predictions with the live model's.
+  (:mod:`nb2prod.capture.roundtrip`) and compares its predictions with the live model's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nb2prod.capture import roundtrip as fresh_process
 from nb2prod.exceptions import ModelError, RoundTripError
 
 SKLEARN = "sklearn"
@@ -80,7 +81,7 @@ def _flavor(model: Any) -> str:
     try:
         from sklearn.base import BaseEstimator
     except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        BaseEstimator = ()  # type: ignore[assignment,misc]
+        BaseEstimator = ()
     if isinstance(model, BaseEstimator):
         return SKLEARN
     if callable(getattr(model, "predict", None)):
@@ -335,18 +336,18 @@ def roundtrip_check(
     with tempfile.TemporaryDirectory(prefix="nb2prod-roundtrip-") as tmp:
         folder = Path(tmp)
         frame = sample if isinstance(sample, pd.DataFrame) else pd.DataFrame(np.asarray(sample))
-        frame.to_pickle(folder / "sample.pkl")  # our own temp file, read back by our own process
+        frame.to_pickle(folder / fresh_process.SAMPLE_FILE)  # our own temp file, read back by our own process
         arrays = {"expected": np.asarray(expected)}
         if expected_proba is not None:
             arrays["expected_proba"] = np.asarray(expected_proba)
-        np.savez(folder / "expected.npz", **arrays)  # type: ignore[arg-type]
+        np.savez(folder / fresh_process.EXPECTED_FILE, **arrays)  # type: ignore[arg-type]
         if artifact_sha256 is not None:
-            (folder / "sha256.json").write_text(json.dumps(artifact_sha256), encoding="utf-8")
+            (folder / fresh_process.SHA256_FILE).write_text(json.dumps(artifact_sha256), encoding="utf-8")
         env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONHASHSEED="0")
         env.pop("PYTHONSTARTUP", None)
         # Run from a neutral folder so notebook-local modules are not importable by accident:
         # a service will not have the notebook folder on its path either.
-        cmd = [sys.executable, "-m", "nb2prod._roundtrip", model_uri, str(folder)]
+        cmd = [sys.executable, "-m", fresh_process.__name__, model_uri, str(folder)]
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=folder, check=False
@@ -356,7 +357,7 @@ def roundtrip_check(
                 f"loading model '{variable}' in a fresh process took over {timeout:.0f} s",
                 hint="check the model size and the tracking store's speed",
             ) from exc
-        result_path = folder / "result.json"
+        result_path = folder / fresh_process.RESULT_FILE
         if result_path.exists():
             result = json.loads(result_path.read_text(encoding="utf-8"))
         else:

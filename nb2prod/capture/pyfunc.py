@@ -7,9 +7,9 @@ from typing import Any
 
 def wrap(model: Any) -> Any:
     """An ``mlflow.pyfunc.PythonModel`` whose ``predict`` calls ``model.predict``."""
-    import mlflow.pyfunc
+    from mlflow.pyfunc import PythonModel
 
-    class PredictWrapper(mlflow.pyfunc.PythonModel):
+    class PredictWrapper(PythonModel):
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import ServeError
-
-STORE_ENV = "NB2PROD_PREDICTION_STORE"
+from nb2prod.serving.store import STORE_ENV
+from nb2prod.serving.store import prediction_store as _default_store
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,11 @@ class ServeCommand:
 
 
 def prediction_store(settings: Settings, name: str) -> str:
-    """Default prediction store of a model served from this project: inside the project home."""
-    return os.environ.get(STORE_ENV) or str(settings.state_dir / "serving" / name / "predictions.db")
+    """Where the service of ``name`` in this project logs (:func:`nb2prod.serving.store.prediction_store`).
+
+    Kept for callers of the old signature; the default itself is defined once, in serving.
+    """
+    return _default_store(name, settings.bentoml_home)
 
 
 def serve_command(
@@ -50,13 +53,15 @@ def serve_command(
     Raises:
         ExportError: no Bento of ``name`` was built in this project's BentoML store.
     """
-    from nb2prod.export.builder import latest_bento, parse_ref
+    from nb2prod.export.bento_store import latest_bento
+    from nb2prod.export.builder import parse_ref
 
     settings = settings or load_settings()
     model, _, _ = parse_ref(name)
     tag = tag or latest_bento(settings, model)
-    store = prediction_store(settings, model)
-    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    store = _default_store(model, settings.bentoml_home)
+    if "://" not in store:
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         BENTOML_HOME=str(settings.bentoml_home),

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from nb2prod.serving import sketch as sk
+from nb2prod.serving.drift import psi, psi_rows  # the one PSI of nb2prod: the service's
 
 __all__ = [
     "ColumnDrift",
@@ -90,31 +91,6 @@ class ColumnDrift:
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
         }
-
-
-def psi(expected_fractions: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray) -> float:
-    """PSI of observed ``counts`` against ``expected_fractions`` (both per bin).
-
-    The same smoothing as the service's live PSI (``serving/drift.py``): half an
-    observation added to every bin, expected fractions clipped at 1e-4, both renormalised.
-    """
-    exp = np.clip(np.asarray(expected_fractions, dtype=float), 1e-4, None)
-    exp = exp / exp.sum()
-    obs = np.asarray(counts, dtype=float) + 0.5
-    obs = obs / obs.sum()
-    return float(np.sum((obs - exp) * np.log(obs / exp)))
-
-
-def psi_rows(expected_fractions: Sequence[float] | np.ndarray, counts: np.ndarray) -> list[float | None]:
-    """:func:`psi` of each row of a counts matrix (None for a row without a count)."""
-    exp = np.clip(np.asarray(expected_fractions, dtype=float), 1e-4, None)
-    exp = exp / exp.sum()
-    rows = np.asarray(counts, dtype=float)
-    n = rows.sum(axis=1)
-    obs = rows + 0.5
-    obs = obs / obs.sum(axis=1, keepdims=True)
-    values = np.sum((obs - exp) * np.log(obs / exp), axis=1)
-    return [float(v) if k > 0 else None for v, k in zip(values, n, strict=True)]
 
 
 def ks_pvalue(d: float, n1: int, n2: int) -> float:

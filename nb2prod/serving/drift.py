@@ -5,6 +5,10 @@ captured profile); categorical, string and bool columns the top-50 frequencies p
 ``__other__``. Prediction drift compares the predictions with the training labels'
 profile. Counts are smoothed by half an observation per bin, so an empty bin in a
 small window does not dominate the index.
+
+This is the one PSI of nb2prod: the monitor's report (``nb2prod.monitoring.stats``) uses
+:func:`psi` and :func:`psi_rows` from here, so the live ``/drift`` and ``nb2prod monitor``
+give the same index for the same counts.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .manifest import Target
+
 OTHER = "__other__"
 MIN_ROWS = 50
 
@@ -24,14 +30,30 @@ def _edges(values: Sequence[Any]) -> np.ndarray:
     return np.array([float(v) for v in values], dtype=float)
 
 
-def psi(expected: Sequence[float], counts: Sequence[float]) -> float:
-    """PSI of observed ``counts`` against ``expected`` fractions (both per bin)."""
-    exp = np.asarray(expected, dtype=float)
+def _expected(fractions: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Reference fractions clipped at 1e-4 and renormalised (a bin never seen is not zero)."""
+    exp = np.clip(np.asarray(fractions, dtype=float), 1e-4, None)
+    return exp / exp.sum()
+
+
+def _observed(counts: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Counts plus half an observation per bin, as fractions (per row of a matrix)."""
     obs = np.asarray(counts, dtype=float) + 0.5
-    obs = obs / obs.sum()
-    exp = np.clip(exp, 1e-4, None)
-    exp = exp / exp.sum()
+    return obs / obs.sum(axis=-1, keepdims=True)
+
+
+def psi(expected: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray) -> float:
+    """PSI of observed ``counts`` against ``expected`` fractions (both per bin)."""
+    exp, obs = _expected(expected), _observed(counts)
     return float(np.sum((obs - exp) * np.log(obs / exp)))
+
+
+def psi_rows(expected: Sequence[float] | np.ndarray, counts: np.ndarray) -> list[float | None]:
+    """:func:`psi` of each row of a counts matrix (None for a row without a count)."""
+    rows = np.asarray(counts, dtype=float)
+    exp, obs = _expected(expected), _observed(rows)
+    values = np.sum((obs - exp) * np.log(obs / exp), axis=1)
+    return [float(v) if n > 0 else None for v, n in zip(values, rows.sum(axis=1), strict=True)]
 
 
 def column_psi(profile: Mapping[str, Any], values: Sequence[Any]) -> float | None:
@@ -54,18 +76,18 @@ def column_psi(profile: Mapping[str, Any], values: Sequence[Any]) -> float | Non
     if freqs:
         keys = [k for k in freqs if k != OTHER]
         slot = {k: i for i, k in enumerate(keys)}
-        counts = np.zeros(len(keys) + 1)
+        tallies = np.zeros(len(keys) + 1)
         for v in present:
-            counts[slot.get(str(v), len(keys))] += 1
+            tallies[slot.get(str(v), len(keys))] += 1
         expected = [freqs[k] for k in keys] + [freqs.get(OTHER, 0.0)]
-        return psi(expected, counts)
+        return psi(expected, tallies)
     return None
 
 
 def report(
     rows: Sequence[tuple[str, str]],
     reference: Mapping[str, Any],
-    target: Mapping[str, Any] | None,
+    target: Target | None,
     *,
     threshold: float,
     window: int,
@@ -98,9 +120,9 @@ def report(
         out["features"][name] = {"psi": None if value is None else round(value, 6)}
         if value is not None and value > threshold:
             out["drifted"].append(name)
-    if target and target.get("profile"):
-        value = column_psi(target["profile"], predictions)
-        out["prediction"] = {"psi": None if value is None else round(value, 6), "against": target.get("name")}
+    if target is not None and target.profile:
+        value = column_psi(target.profile, predictions)
+        out["prediction"] = {"psi": None if value is None else round(value, 6), "against": target.name}
         if value is not None and value > threshold:
             out["drifted"].append("__prediction__")
     out["status"] = "drift" if out["drifted"] else "ok"

@@ -30,11 +30,11 @@ from typing import Any
 from bentoml._internal.monitoring.base import MON_COLUMN_VAR, MON_DATAS_VAR
 from bentoml.monitoring import MonitorBase
 
+from .manifest import Manifest
 from .store import PREDICTION_COLUMN, SQL_INSERT_PREDICTION, SQL_UPSERT_SKETCH, Store
 
 logger = logging.getLogger("nb2prod.serving")
 
-META_COLUMNS = ("request_id", "timestamp", "model_version")
 INSERT_COLUMNS = ("request_id", "ts", "monitor", "model_version", "features", "prediction")
 SKETCH_FLUSH_S = 1.0
 
@@ -61,14 +61,11 @@ class Sketcher:
     (``nb2prod monitor``) add up the rows of all writers.
     """
 
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
+    def __init__(self, manifest: Manifest | Mapping[str, Any]) -> None:
         from . import sketch
 
         self._encode = sketch.encode
-        columns: dict[str, Mapping[str, Any]] = dict(manifest.get("reference") or {})
-        target = manifest.get("target") or {}
-        if target.get("profile"):
-            columns[PREDICTION_COLUMN] = target["profile"]
+        columns = Manifest.coerce(manifest).monitored_columns()
         # one prepared sketcher per column (bins and reference points computed once)
         self.columns = {name: sketch.Sketcher(profile) for name, profile in columns.items()}
         self.writer_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -181,7 +178,7 @@ class _Writer:
         """Queue an event (``kind``: invalid, fallback, error) for the ``events`` table."""
         self.put(("__event__", {**event, "ts": event.get("ts", time.time())}))
 
-    def set_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def set_manifest(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Start sketching features and predictions against this manifest's reference profiles."""
         if self.sketcher is None:
             try:
@@ -306,7 +303,7 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         self.store = store or str(Path("predictions.db").resolve())
         self.writer = writer_for(self.store, queue_size, metrics.dropped, metrics.logged)
         if manifest:
-            self.writer.set_manifest(json.loads(Path(manifest).read_text(encoding="utf-8")))
+            self.writer.set_manifest(Manifest.load(manifest))
         self._features: list[str] = []
         self._predictions: list[str] = []
 

@@ -1,12 +1,6 @@
-"""What runs inside the exported service: integrity check, model loading, prediction, reports.
+"""The models a Bento carries, which one answers each row, and the fallback when it raises.
 
-The model files travel in the Bento as a BentoML model (``<model>/mlflow/``). Before
-anything is deserialised, the sha256 of every file is compared with the value
-recorded at capture (shipped in the manifest); a missing, extra or changed file
-keeps the service not ready, and the log says which file and why. A scikit-learn
-model is then loaded with skops, trusting only types under our allow-list (shipped
-from nb2prod's code, never read from the artifact) or trusted by name at capture.
-
+Loading (integrity check, skops) is :mod:`.loading`; the manifest is :mod:`.manifest`.
 This package is copied into the Bento as ``_nb2prod_serving``: it imports nothing
 from nb2prod.
 """
@@ -14,7 +8,6 @@ from nb2prod.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import zlib
@@ -24,12 +17,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .integrity import IntegrityError, verify_tree
+from .integrity import IntegrityError
+from .loading import MODEL_SUBDIR, ModelSlot
+from .manifest import Manifest, ModelInfo
 
 logger = logging.getLogger("nb2prod.serving")
 
-MODEL_SUBDIR = "mlflow"
-STORE_ENV = "NB2PROD_PREDICTION_STORE"
+# the names callers imported from here before loading.py existed
+__all__ = [
+    "MODEL_SUBDIR",
+    "IntegrityError",
+    "ModelSlot",
+    "Routed",
+    "Runtime",
+    "canary_share",
+]
 
 
 @dataclass
@@ -41,97 +43,6 @@ class Routed:
     versions: list[str]
     fallbacks: int
     failed: dict[str, int] = field(default_factory=dict)
-
-
-def prediction_store(manifest: Mapping[str, Any]) -> str:
-    """Where predictions are logged: ``$NB2PROD_PREDICTION_STORE``, else beside the BentoML home."""
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return env if "://" in env else str(Path(env).expanduser().resolve())
-    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-    return str(home.resolve() / "nb2prod-monitoring" / manifest["bento_name"] / "predictions.db")
-
-
-def _model_file(folder: Path) -> str:
-    import yaml
-
-    spec = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8"))
-    sk = (spec.get("flavors") or {}).get("sklearn") or {}
-    return str(sk.get("pickled_model") or "model.skops")
-
-
-def load_verified(manifest: Mapping[str, Any], model_path: Path) -> Any:
-    """Verify every file, then deserialise the model (scikit-learn via skops; others via MLflow)."""
-    info = manifest["model"]
-    folder = model_path / MODEL_SUBDIR
-    verify_tree(folder, info["artifact_sha256"])
-    if info["flavor"] == "sklearn":
-        import skops.io as sio
-
-        path = folder / _model_file(folder)
-        if path.suffix != ".skops":
-            raise IntegrityError(
-                f"{path.name} is not a skops file: nb2prod serves only skops scikit-learn models"
-            )
-        needed = sio.get_untrusted_types(file=str(path))
-        prefixes = tuple(manifest.get("trusted_prefixes") or ())
-        trusted_by_name = set(info.get("trusted_types") or ())
-        refused = [t for t in needed if not t.startswith(prefixes) and t not in trusted_by_name]
-        if refused:
-            raise IntegrityError(f"the model needs types nobody trusted: {', '.join(refused[:5])}")
-        return sio.load(str(path), trusted=needed)
-    import mlflow.pyfunc
-
-    loaded = mlflow.pyfunc.load_model(str(folder))
-    try:
-        return loaded.get_raw_model()
-    except Exception:
-        return loaded
-
-
-class ModelSlot:
-    """One model version the Bento carries: verified and loaded in the background."""
-
-    def __init__(
-        self, manifest: Mapping[str, Any], version: str, info: Mapping[str, Any], path: Path
-    ) -> None:
-        self.manifest = manifest
-        self.version = version
-        self.info = info
-        self.path = path
-        self.model: Any = None
-        self.classes: list[Any] | None = None
-        self.ready = False
-        self.failure: str | None = None
-
-    def load(self) -> None:
-        name = self.manifest["name"]
-        try:
-            model = load_verified({**self.manifest, "model": self.info}, self.path)
-        except IntegrityError as exc:
-            self.failure = f"integrity check failed: {exc}"
-        except Exception as exc:
-            self.failure = f"loading failed: {type(exc).__name__}: {exc}"
-        if self.failure:
-            logger.error("nb2prod: model %s version %s NOT LOADED: %s", name, self.version, self.failure)
-            return
-        self.model = model
-        classes = getattr(model, "classes_", None)
-        self.classes = (
-            [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
-        )
-        self.ready = True
-        logger.info("nb2prod: model %s version %s verified and loaded", name, self.version)
-
-
-def carried_models(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Version -> model block of every model the Bento carries (the primary first)."""
-    models = manifest.get("models")
-    if models:
-        return {str(v): dict(m) for v, m in models.items()}
-    return {
-        str(manifest["model_version"]): {**manifest["model"], "bento_model_tag": manifest["bento_model_tag"]}
-    }
 
 
 def canary_share(request_id: str) -> float:
@@ -159,32 +70,29 @@ class Runtime:
 
     def __init__(
         self,
-        manifest: Mapping[str, Any],
+        manifest: Manifest | Mapping[str, Any],
         model_paths: str | Path | Mapping[str, str | Path],
         *,
         background: bool = True,
     ) -> None:
+        manifest = Manifest.coerce(manifest)
         self.manifest = manifest
-        self.schema: list[Mapping[str, Any]] = list(manifest["schema"])
-        self.columns = [c["name"] for c in self.schema]
-        self._all_float = all(
-            c["kind"] == "float" and (c.get("dtype") or "float64") == "float64" for c in self.schema
-        )
-        carried = carried_models(manifest)
+        self.schema = list(manifest.schema)
+        self.columns = manifest.columns
+        self._all_float = all(c.kind == "float" and (c.dtype or "float64") == "float64" for c in self.schema)
+        carried = manifest.carried()
         if not isinstance(model_paths, Mapping):
             model_paths = {next(iter(carried)): model_paths}
         self.slots = {
-            v: ModelSlot(manifest, v, info, Path(model_paths[v]))
+            v: ModelSlot(manifest.name, v, info, Path(model_paths[v]), manifest.trusted_prefixes)
             for v, info in carried.items()
             if v in model_paths
         }
-        self.primary = str(manifest["model_version"])
+        self.primary = manifest.model_version
         self.active = self.primary
-        canary = (manifest.get("serving") or {}).get("canary") or {}
-        self.canary: tuple[str, float] | None = (
-            (str(canary["version"]), float(canary["percent"])) if canary.get("version") else None
-        )
-        self.exported_ts = _iso_ts(manifest.get("exported_at"))
+        canary = manifest.serving.canary
+        self.canary: tuple[str, float] | None = (canary.version, canary.percent) if canary else None
+        self.exported_ts = _iso_ts(manifest.exported_at)
         self.control_seen: dict[str, float] = {}
         self.fallbacks: dict[str, int] = {}
         self.started_at = time.time()
@@ -200,7 +108,7 @@ class Runtime:
 
     # -- compatibility with the one-model runtime --------------------------------------------
     @property
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> ModelInfo:
         return self.slots[self.active].info
 
     @property
@@ -281,7 +189,7 @@ class Runtime:
 
     def fallback_for(self, version: str) -> str | None:
         """The version that answers when ``version`` raises: the active one, else the one it replaced."""
-        for candidate in (self.active, self.manifest.get("fallback"), self.primary, *self.slots):
+        for candidate in (self.active, self.manifest.fallback, self.primary, *self.slots):
             slot = self.slots.get(str(candidate)) if candidate else None
             if slot is not None and slot.version != version and slot.ready:
                 return slot.version
@@ -310,19 +218,19 @@ class Runtime:
             return pd.DataFrame(matrix, columns=self.columns, copy=False)
         data: dict[str, Any] = {}
         for column in self.schema:
-            name, kind = column["name"], column["kind"]
-            dtype = column.get("dtype") or ""
-            values = [r.get(name) for r in records]
+            name, kind = column.name, column.kind
+            dtype = column.dtype or ""
+            values: list[Any] = [r.get(name) for r in records]
             if kind == "float":
                 data[name] = np.array(values, dtype=np.float64 if dtype in ("", "object") else dtype)
             elif kind in ("int", "bool"):
                 try:
-                    data[name] = pd.array(values, dtype=dtype) if dtype else np.array(values)
+                    data[name] = pd.array(values, dtype=dtype) if dtype else np.array(values)  # type: ignore[call-overload]
                 except (TypeError, ValueError):
                     data[name] = np.array(values, dtype=object)
             elif kind == "category":
-                cats = column.get("categories") or None
-                data[name] = pd.Categorical(values, categories=cats, ordered=bool(column.get("ordered")))
+                cats = column.categories or None
+                data[name] = pd.Categorical(values, categories=cats, ordered=bool(column.ordered))
             elif kind == "datetime":
                 data[name] = pd.to_datetime(values)
             else:
@@ -335,13 +243,13 @@ class Runtime:
         raw = slot.model.predict(frame)
         predictions = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(raw).tolist()]
         probabilities = None
-        if slot.info.get("has_proba") and slot.classes is not None:
+        if slot.info.has_proba and slot.classes is not None:
             proba = np.asarray(slot.model.predict_proba(frame), dtype=float)
             labels = [str(c) for c in slot.classes]
             probabilities = [dict(zip(labels, row, strict=True)) for row in proba.tolist()]
         return predictions, probabilities
 
-    def predict(self, rows: Sequence[Any]) -> tuple[list[Any], list[dict[str, float]] | None]:
+    def predict(self, rows: Sequence[Any]) -> tuple[list[Any], list[dict[str, float] | None] | None]:
         """Predictions (JSON-native) and class probabilities of the active model for validated rows."""
         result = self.predict_routed(rows, [self.active] * len(rows))
         return result.predictions, result.probabilities
@@ -388,35 +296,35 @@ class Runtime:
                 if proba is not None:
                     probas[i] = proba[j]
                     any_proba = True
-        out.probabilities = probas if any_proba else None  # type: ignore[assignment]
+        out.probabilities = probas if any_proba else None
         return out
 
     def metadata(self) -> dict[str, Any]:
-        prov = self.manifest.get("provenance", {})
+        manifest, prov = self.manifest, self.manifest.provenance
         return {
-            "model": self.manifest["name"],
+            "model": manifest.name,
             "model_version": self.active,
             "exported_version": self.primary,
             "carried_versions": {
-                v: {"ready": slot.ready, "failure": slot.failure, "class_name": slot.info.get("class_name")}
+                v: {"ready": slot.ready, "failure": slot.failure, "class_name": slot.info.class_name}
                 for v, slot in self.slots.items()
             },
             "canary": self.canary_state(),
             "fallbacks": dict(self.fallbacks),
-            "model_uri": self.manifest.get("model_uri"),
-            "alias": self.manifest.get("alias"),
-            "bento": f"{self.manifest['bento_name']}:{self.manifest.get('bento_version', '')}",
-            "run_id": prov.get("run_id"),
-            "model_id": prov.get("model_id"),
-            "data_digests": prov.get("data_digests", {}),
-            "git_commit": prov.get("git_commit"),
-            "environment_digest": prov.get("env_digest"),
-            "notebook": prov.get("notebook"),
-            "notebook_digest": prov.get("notebook_digest"),
-            "exported_at": self.manifest.get("exported_at"),
-            "flavor": self.info.get("flavor"),
-            "class_name": self.info.get("class_name"),
-            "classes": self.info.get("classes"),
+            "model_uri": manifest.model_uri,
+            "alias": manifest.alias,
+            "bento": f"{manifest.bento_name}:{manifest.bento_version or ''}",
+            "run_id": prov.run_id,
+            "model_id": prov.model_id,
+            "data_digests": prov.data_digests,
+            "git_commit": prov.git_commit,
+            "environment_digest": prov.env_digest,
+            "notebook": prov.notebook,
+            "notebook_digest": prov.notebook_digest,
+            "exported_at": manifest.exported_at,
+            "flavor": self.info.flavor,
+            "class_name": self.info.class_name,
+            "classes": self.info.classes,
             "features": self.columns,
             "ready": self.ready,
             "failure": self.failure,

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .manifest import Column
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 REQUEST_ID_FIELD = "nb2prod_request_id"
@@ -39,10 +41,10 @@ def _finite_check(allow_nan: bool, allow_inf: bool) -> Any:
     return AfterValidator(check)
 
 
-def field_type(column: Mapping[str, Any], profile: Mapping[str, Any] | None) -> Any:
+def field_type(column: Column, profile: Mapping[str, Any] | None) -> Any:
     """The pydantic type of one captured column."""
-    kind = column.get("kind")
-    nullable = bool(column.get("nullable"))
+    kind = column.kind
+    nullable = bool(column.nullable)
     if kind == "float":
         allow_inf = bool(profile and profile.get("n_infinite"))
         allow_nan = nullable
@@ -55,8 +57,8 @@ def field_type(column: Mapping[str, Any], profile: Mapping[str, Any] | None) -> 
         base = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
     elif kind == "bool":
         base = Annotated[bool, Field(strict=True)]
-    elif kind == "category" and column.get("categories"):
-        base = Literal[tuple(column["categories"])]  # type: ignore[misc]
+    elif kind == "category" and column.categories:
+        base = Literal[tuple(column.categories)]
     elif kind == "datetime":
         from datetime import datetime
 
@@ -67,7 +69,7 @@ def field_type(column: Mapping[str, Any], profile: Mapping[str, Any] | None) -> 
 
 
 def row_model(
-    schema: Sequence[Mapping[str, Any]],
+    schema: Sequence[Column | Mapping[str, Any]],
     profile: Mapping[str, Any] | None = None,
     *,
     name: str = "Row",
@@ -79,13 +81,13 @@ def row_model(
     guard validated the request with the strict model: it adds the request id.
     """
     fields: dict[str, Any] = {}
-    for column in schema:
-        col_profile = (profile or {}).get(column["name"])
-        fields[column["name"]] = (field_type(column, col_profile), ...)
+    for item in schema:
+        column = item if isinstance(item, Column) else Column.from_dict(item)
+        fields[column.name] = (field_type(column, (profile or {}).get(column.name)), ...)
     if with_request_id:
         fields[REQUEST_ID_FIELD] = (str, "")
     config = ConfigDict(extra="ignore" if with_request_id else "forbid", protected_namespaces=())
-    return create_model(name, __config__=config, **fields)  # type: ignore[call-overload,no-any-return]
+    return create_model(name, __config__=config, **fields)
 
 
 def _reason(error: Mapping[str, Any], schema_kinds: Mapping[str, str]) -> str:

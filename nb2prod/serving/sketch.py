@@ -305,13 +305,13 @@ def sum_blobs(
     }
     skipped = int(len(blobs) - dense.sum() - sum(int(m.sum()) for m in sparse.values()))
     for i in np.flatnonzero(dense):
-        total[group[i]] += np.frombuffer(blobs[i], dtype="<i8")
+        total[group[i]] += np.frombuffer(blobs[int(i)], dtype="<i8")
     for dtype, mask in sparse.items():
         if not mask.any():
             continue
         chosen = np.flatnonzero(mask)
         # concatenated as they are: each blob's header pair has a count of 0 and adds nothing
-        pairs = np.frombuffer(b"".join([blobs[i] for i in chosen]), dtype=dtype)
+        pairs = np.frombuffer(b"".join([blobs[int(i)] for i in chosen]), dtype=dtype)
         per_blob = lens[chosen] // dtype.itemsize
         index = pairs["i"].astype(np.intp)
         weight = pairs["c"]

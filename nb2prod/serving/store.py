@@ -28,6 +28,10 @@ Tables:
     The service's switches, read by every worker: ``active`` (model version) and
     ``canary`` (version and percent), each a JSON value with the time it was set.
 
+Where a service logs has one default, :func:`prediction_store`: the service computes it
+(plain ``bentoml serve`` included) and ``nb2prod serve`` / ``nb2prod monitor`` call the
+same function, so both find the same file.
+
 This module is copied into the Bento with the rest of ``serving/``: it imports
 nothing from nb2prod, and only the standard library unless a SQLAlchemy URL is used.
 """
@@ -35,6 +39,7 @@ nothing from nb2prod, and only the standard library unless a SQLAlchemy URL is u
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -43,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 PREDICTION_COLUMN = "__prediction__"
+STORE_ENV = "NB2PROD_PREDICTION_STORE"
+STORE_DIR = "serving"
+STORE_FILE = "predictions.db"
 CONTROL_ACTIVE = "active"
 CONTROL_CANARY = "canary"
 
@@ -114,6 +122,23 @@ SQL_UPSERT_CONTROL = (
     "INSERT INTO control (name, value, updated_at) VALUES (:name, :value, :updated_at) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
 )
+
+
+def prediction_store(name: str, bentoml_home: str | Path | None = None) -> str:
+    """Where the service of registered model ``name`` logs its predictions: the one default.
+
+    ``$NB2PROD_PREDICTION_STORE`` wins (a SQLAlchemy URL as it is, a path made absolute).
+    Else ``serving/NAME/predictions.db`` beside the BentoML home the Bento is served from
+    (``bentoml_home``, else ``$BENTOML_HOME``, else BentoML's ``~/bentoml``): a project's
+    BentoML home is ``.nb2prod/bentoml``, so its services log to
+    ``.nb2prod/serving/NAME/predictions.db`` whether started by ``nb2prod serve`` or by
+    ``bentoml serve``.
+    """
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return env if "://" in env else str(Path(env).expanduser().resolve())
+    home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+    return str(home.expanduser().resolve().parent / STORE_DIR / name / STORE_FILE)
 
 
 def is_sqlite_file(location: str) -> bool:

@@ -18,21 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from nb2prod.config import Settings
 from nb2prod.exceptions import Nb2ProdError, StoreError
+from nb2prod.tracking import names
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-# Tag names nb2prod writes on runs and model versions.
-TAG_KIND = "nb2prod.kind"
-TAG_NOTEBOOK = "nb2prod.notebook"
-TAG_NOTEBOOK_DIGEST = "nb2prod.notebook_digest"
-TAG_ENV_DIGEST = "nb2prod.env_digest"
-TAG_GIT_COMMIT = "nb2prod.git_commit"
-TAG_PREVIOUS_RUN = "nb2prod.previous_run"
-
-ENVIRONMENT_JSON = "environment.json"
-REQUIREMENTS_TXT = "requirements.txt"
-ENVIRONMENT_DIFF_JSON = "environment_diff.json"
 
 # Remote stores: fail in seconds, not after MLflow's default minutes of retries.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -160,7 +149,7 @@ def previous_run_id(
     escaped = notebook_key.replace("'", "\\'")
     runs = mlflow_client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_NOTEBOOK}` = '{escaped}'",
+        filter_string=f"tags.`{names.TAG_NOTEBOOK}` = '{escaped}'",
         order_by=["attributes.start_time DESC"],
         max_results=5,
     )
@@ -172,7 +161,7 @@ def previous_run_id(
 
 def load_holdouts(client: MlflowClient, run_id: str) -> list[tuple[dict[str, Any], Any, bool]]:
     """The test and reference frames a run stored (``datasets/NAME.parquet``, see
-    ``session._log_holdout``): each as (dataset record, DataFrame, digest matches the record).
+    ``nb2prod.session.datasets._log_holdout``): each as (dataset record, DataFrame, digest matches the record).
 
     Test frames come first. A run without stored frames gives an empty list.
     """

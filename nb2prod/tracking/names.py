@@ -34,6 +34,7 @@ TAG_DATA_SUFFIX = ".digest"
 # MLflow's own run tags nb2prod sets.
 TAG_PARENT = "mlflow.parentRunId"
 TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
 
 # --- logged-model and model-version tags ----------------------------------------------------
 TAG_RUN_ID = "nb2prod.run_id"
@@ -64,6 +65,9 @@ PREFLIGHT_ARTIFACT = "nb2prod/preflight_diff.json"
 REPRODUCTION_ARTIFACT = "nb2prod/reproduction.json"
 SWEEP_ARTIFACT = "nb2prod/sweep.json"
 DECISION_ARTIFACT = "retrain/decision.json"
+
+# Keys of a model record's ``data_digests``: "dataset:NAME" for a tracked dataset it was fitted on.
+DATASET_KEY_PREFIX = "dataset:"
 
 
 def data_digest_tag(dataset: str) -> str:

@@ -130,6 +130,23 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+def _set_alias(client: MlflowClient, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Set an alias; two writers at once can collide on the store's unique key: retry, bounded."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as exc:
+            collided = "unique" in str(exc).lower() or "integrity" in str(exc).lower()
+            if not collided or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def move_alias(
     client: MlflowClient,
     name: str,
@@ -145,7 +162,7 @@ def move_alias(
         if current is not None:
             client.delete_registered_model_alias(name, alias)
     else:
-        client.set_registered_model_alias(name, alias, str(version))
+        _set_alias(client, name, alias, str(version))
     history = alias_history(client, name)
     event = AliasEvent(
         seq=(history[-1].seq + 1) if history else 1,

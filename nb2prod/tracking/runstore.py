@@ -13,7 +13,7 @@ does it with one ``sqlite3`` transaction per write, for the default case only: a
 store whose schema is the revision the SQL below was written against, an existing active
 experiment, and artifacts on the local disk. It writes the rows and files MLflow's
 ``SqlAlchemyStore`` and ``LocalArtifactRepository`` write for the same calls (checked by
-``tests/test_runstore.py`` against MLflow itself); any other store, schema revision or
+``tests/tracking/test_runstore.py`` against MLflow itself); any other store, schema revision or
 artifact location gets :class:`MlflowRunStore`. This module is the one place nb2prod writes
 MLflow's tables itself.
 """
@@ -32,9 +32,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 from nb2prod.config import Settings
+from nb2prod.tracking import names
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -45,7 +45,6 @@ SCHEMA_REVISION = "dc11669786a5"
 _TIMEOUT = 30.0  # seconds to wait for another writer (the kernel writes to the same run)
 _TAG_MAX = 8000  # MLflow's limits on a tag's and a parameter's value
 _PARAM_MAX = 6000
-_NOTEBOOK_TAG = "nb2prod.notebook"
 
 
 class RunStore(Protocol):
@@ -74,6 +73,21 @@ class RunStore(Protocol):
     def terminate(self, run_id: str, status: str) -> None: ...
 
     def outcome(self, run_id: str) -> tuple[dict[str, float], dict[str, str]]: ...
+
+
+def open_run_store(settings: Settings, experiment: str) -> RunStore:
+    """The runner's store for ``experiment``: the SQLite fast path when it applies, else MLflow.
+
+    Only the MLflow path imports mlflow; it creates the experiment when it does not exist.
+    Store failures are the store's own errors (call it inside ``tracking.store_call``).
+    """
+    fast = SqliteRunStore.open(settings, experiment)
+    if fast is not None:
+        return fast
+    from nb2prod.tracking import client as tracking
+
+    mlflow_client = tracking.client(settings)
+    return MlflowRunStore(mlflow_client, tracking.ensure_experiment(settings, mlflow_client, experiment))
 
 
 def log_json(store: RunStore, run_id: str, data: Any, artifact_file: str) -> None:
@@ -133,7 +147,7 @@ class MlflowRunStore:
         escaped = notebook_key.replace("'", "\\'")
         runs = self.client.search_runs(
             experiments,
-            filter_string=f"tags.`{_NOTEBOOK_TAG}` = '{escaped}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{names.TAG_NOTEBOOK}` = '{escaped}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -149,6 +163,8 @@ class MlflowRunStore:
 
 def local_path(uri: str) -> Path | None:
     """The folder of a ``file:`` URI or plain path; None for any other scheme (s3:, mlflow-artifacts:)."""
+    from urllib.request import url2pathname  # http.client and email with it: not on import
+
     parsed = urlparse(uri)
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
         return Path(url2pathname(unquote(parsed.path)))
@@ -224,7 +240,7 @@ class SqliteRunStore:
         run_id = uuid.uuid4().hex
         name = (
             tags.get("mlflow.runName")
-            or f"{Path(str(tags.get('mlflow.source.name', 'run'))).stem}-{run_id[:6]}"
+            or f"{Path(str(tags.get(names.TAG_SOURCE_NAME, 'run'))).stem}-{run_id[:6]}"
         )
         all_tags = {**tags, "mlflow.runName": name}
         with self._write() as con:
@@ -318,7 +334,7 @@ class SqliteRunStore:
             " WHERE t.value = ? AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
             " AND e.lifecycle_stage = 'active' AND e.workspace = 'default'"
             " ORDER BY r.start_time DESC, r.run_uuid ASC LIMIT 1",
-            (_NOTEBOOK_TAG, notebook_key),
+            (names.TAG_NOTEBOOK, notebook_key),
         )
         return str(rows[0][0]) if rows else None
 

@@ -18,10 +18,11 @@ from nb2prod.monitoring.stats import (
     ks_2samp,
     ks_from_sketch,
     psi,
+    psi_rows,
     reference_counts,
 )
 from nb2prod.serving import drift
-from nb2prod.serving.sketch import Sketcher, decode, encode, sketch, sketch_size, sum_blobs
+from nb2prod.serving.sketch import decode, encode, sketch, sketch_size, sum_blobs
 
 
 def profile_of(values: Any, name: str = "x") -> dict[str, Any]:
@@ -86,7 +87,7 @@ def test_sketch_is_additive_and_infinities_are_values() -> None:
     x[5] = np.inf
     x[6] = -np.inf
     parts = [x[:1], x[1:1000], x[1000:1000], x[1000:]]
-    total = sum(sketch(profile, p) for p in parts)
+    total = np.sum([sketch(profile, p) for p in parts], axis=0)
     assert np.array_equal(total, sketch(profile, x))
     assert total[0] == np.isnan(x).sum()
     bins = len(profile["drift_fractions"])
@@ -104,6 +105,17 @@ def test_psi_matches_the_service_and_the_sketch_bins() -> None:
         drift.column_psi(profile, live.tolist()), rel=1e-12
     )
     assert psi([0.5, 0.5], [50, 50]) == pytest.approx(0.0)
+
+
+def test_psi_is_the_service_psi_once() -> None:
+    rng = np.random.default_rng(9)
+    expected = rng.random(10)
+    counts = rng.integers(0, 200, size=(6, 10))
+    counts[2] = 0
+    assert psi(expected, counts[0]) == drift.psi(expected.tolist(), counts[0].tolist())
+    rows = psi_rows(expected, counts)
+    assert rows[2] is None
+    assert rows == [None if r.sum() == 0 else drift.psi(expected.tolist(), r.tolist()) for r in counts]
 
 
 def test_categorical_sketch_chi2_matches_scipy_with_unseen_categories() -> None:
@@ -157,22 +169,24 @@ def test_column_drift_decision_on_real_data() -> None:
     profile = summarize(train)[1]["alcohol"].to_dict()
     same = column_drift(profile, sketch(profile, held["alcohol"].to_numpy()))
     shifted = column_drift(profile, sketch(profile, held["alcohol"].to_numpy() * 1.05 + 0.5))
+    assert same.p_value is not None and shifted.p_value is not None and shifted.psi is not None
     assert same.test == "ks" and not same.drifted and same.p_value > 0.01
     assert shifted.drifted and shifted.psi > 0.25 and shifted.p_value < 1e-6
     # large samples with a negligible shift (2 points of share): p is tiny, the effect size is not
     rng = np.random.default_rng(8)
     prof = profile_of(pd.Series(rng.choice(["a", "b"], p=[0.5, 0.5], size=100_000)))
     tiny = column_drift(prof, sketch(prof, rng.choice(["a", "b"], p=[0.52, 0.48], size=200_000)))
+    assert tiny.p_value is not None and tiny.effect is not None and tiny.psi is not None
     assert tiny.p_value < 0.01 and tiny.effect < 0.1 and tiny.psi < 0.25 and not tiny.drifted
     # too few rows: statistics, no verdict
     few = column_drift(profile, sketch(profile, held["alcohol"].to_numpy()[:20] * 3))
-    assert few.psi > 0.25 and not few.drifted
+    assert few.psi is not None and few.psi > 0.25 and not few.drifted
     empty = column_drift(profile, sketch(profile, [None, math.nan]))
     assert empty.n == 0 and empty.nulls == 2 and empty.psi is None and not empty.drifted
 
 
 def test_profiles_without_drift_info_sketch_nulls_only() -> None:
-    profile = profile_of(pd.to_datetime(["2024-01-01", None, "2024-01-03"]))
+    profile = profile_of(pd.to_datetime(pd.Series(["2024-01-01", None, "2024-01-03"])))
     assert sketch_size(profile) == 1
     assert sketch(profile, ["2024-01-01", None]).tolist() == [1]
     assert column_drift(profile, [1]).test is None
@@ -197,15 +211,3 @@ def test_encoding_round_trips_and_sums() -> None:
     assert skipped == 1
     assert np.array_equal(matrix[0], vectors[0] + vectors[3] + full)
     assert np.array_equal(matrix[1], vectors[1] + vectors[2] + vectors[4])
-
-
-def test_sketcher_speed_is_reasonable() -> None:
-    profile = profile_of(np.random.default_rng(12).normal(size=100_000).round(3))
-    sketcher = Sketcher(profile)
-    x = np.random.default_rng(13).normal(size=1_000_000)
-    sketcher(x)
-    import time
-
-    t0 = time.perf_counter()
-    sketcher(x)
-    assert time.perf_counter() - t0 < 1.0  # ~35 ms on the 2-core benchmark machine

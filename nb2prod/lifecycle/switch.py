@@ -1,0 +1,211 @@
+"""Switching what serves: promote, rollback, the alias history, and the service's control table.
+
+The registry is the source of truth: ``NAME@champion`` is what should serve, and every
+move of an alias is kept in the model's history (:mod:`nb2prod.tracking.registry`).
+A running service follows the ``control`` table of its prediction store (every worker
+polls it each second): ``promote`` and ``rollback`` write it, so a service whose Bento
+carries the version switches within seconds, with no rebuild and no restart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from nb2prod.config import Settings, load_settings
+from nb2prod.exceptions import ExportError, LifecycleError
+from nb2prod.lifecycle.served import carried_versions, served_manifest, store_location
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from nb2prod.tracking.registry import AliasEvent
+
+__all__ = ["Switch", "history", "promote", "rollback"]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A move of the champion (or a canary), and whether the newest Bento can follow it.
+
+    Attributes:
+        name: Registered model.
+        event: The alias move recorded in the history (None for a canary change only).
+        active: The version that should answer now.
+        canary: ``{"version", "percent"}`` or None.
+        bento: The newest Bento of the model (None when none was built).
+        carried: Versions that Bento carries.
+        follows: The Bento carries the active (and canary) version: a running service switches
+            within seconds.
+        store: The prediction store whose control table was written.
+    """
+
+    name: str
+    event: AliasEvent | None
+    active: str
+    canary: dict[str, Any] | None
+    bento: str | None
+    carried: list[str]
+    follows: bool
+    store: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["event"] = self.event.to_dict() if self.event else None
+        return out
+
+
+def mlflow_client(settings: Settings) -> MlflowClient:
+    """The MLflow client of ``settings``' tracking store."""
+    from nb2prod.tracking import client as tracking
+
+    return tracking.client(settings)
+
+
+def _check_version(client: MlflowClient, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        try:
+            versions = sorted(int(mv.version) for mv in client.search_model_versions(f"name = '{name}'"))
+        except MlflowException:
+            versions = []
+        raise LifecycleError(
+            f"no version {version} of registered model {name!r}",
+            hint=f"versions: {', '.join(map(str, versions))}"
+            if versions
+            else "register one with %nb2prod model",
+        ) from None
+
+
+def _publish_switch(
+    settings: Settings, name: str, active: str, canary: dict[str, Any] | None, event: AliasEvent | None
+) -> Switch:
+    from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, Store
+
+    location = store_location(settings, name)
+    tag: str | None
+    try:
+        tag, manifest = served_manifest(settings, name)
+        carried = carried_versions(manifest)
+    except (ExportError, LifecycleError):  # no Bento (or none with a manifest): nothing follows yet
+        tag, carried = None, []
+    store = Store(location)
+    now = time.time()
+    store.set_control(CONTROL_ACTIVE, active, ts=now)
+    store.set_control(CONTROL_CANARY, canary, ts=now)
+    store.close()
+    wanted = [active] + ([str(canary["version"])] if canary else [])
+    return Switch(
+        name=name,
+        event=event,
+        active=active,
+        canary=canary,
+        bento=tag,
+        carried=carried,
+        follows=bool(carried) and all(v in carried for v in wanted),
+        store=location,
+    )
+
+
+def promote(
+    name: str,
+    version: str,
+    *,
+    canary: float | None = None,
+    reason: str = "promote",
+    details: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Switch:
+    """Make ``version`` the champion (history kept), or with ``canary`` send it that share of rows.
+
+    A canary moves the ``challenger`` alias, not the champion; promote without ``--canary``
+    to finish it.
+
+    Raises:
+        LifecycleError: unknown version, a bad percent, or promoting the champion itself.
+    """
+    from nb2prod.tracking import registry
+
+    settings = settings or load_settings()
+    client = mlflow_client(settings)
+    version = str(version)
+    _check_version(client, name, version)
+    champion = registry.alias_version(client, name, registry.CHAMPION)
+    if canary is not None:
+        if not 0 <= canary <= 100:
+            raise LifecycleError(
+                f"canary percent {canary:g} is not between 0 and 100", hint="e.g. --canary 10"
+            )
+        if version == champion:
+            raise LifecycleError(
+                f"{name}/{version} is the champion already", hint="a canary needs another version"
+            )
+        if champion is None:
+            raise LifecycleError(
+                f"{name} has no champion to split traffic with",
+                hint=f"promote one first: nb2prod promote {name} VERSION",
+            )
+        event = registry.move_alias(
+            client, name, registry.CHALLENGER, version, reason=f"canary {canary:g}%", details=details
+        )
+        split = {"version": version, "percent": float(canary)} if canary > 0 else None
+        return _publish_switch(settings, name, champion, split, event)
+    if version == champion:
+        raise LifecycleError(f"{name}/{version} is the champion already", hint="nothing to do")
+    event = registry.move_alias(client, name, registry.CHAMPION, version, reason=reason, details=details)
+    if registry.alias_version(client, name, registry.CHALLENGER) == version:
+        registry.move_alias(
+            client, name, registry.CHALLENGER, None, reason=f"promoted to champion ({reason})"
+        )
+    return _publish_switch(settings, name, version, None, event)
+
+
+def rollback(name: str, *, to: str | None = None, settings: Settings | None = None) -> Switch:
+    """Give the champion back to the version it replaced (or to ``to``); history kept.
+
+    Like ``kubectl rollout undo``, a second rollback returns to the version rolled back from.
+
+    Raises:
+        LifecycleError: no champion, or no earlier champion in the history.
+    """
+    from nb2prod.tracking import registry
+
+    settings = settings or load_settings()
+    client = mlflow_client(settings)
+    current = registry.alias_version(client, name, registry.CHAMPION)
+    if current is None:
+        raise LifecycleError(f"{name} has no champion to roll back", hint=f"nb2prod promote {name} VERSION")
+    target = str(to) if to else registry.replaced_version(client, name, current)
+    if target is None:
+        raise LifecycleError(
+            f"the history of {name}@champion has no version before {current}",
+            hint=f"name one: nb2prod rollback {name} --to VERSION",
+        )
+    _check_version(client, name, target)
+    if target == current:
+        raise LifecycleError(f"{name}/{target} is the champion already", hint="nothing to do")
+    event = registry.move_alias(client, name, registry.CHAMPION, target, reason=f"rollback from {current}")
+    return _publish_switch(settings, name, target, None, event)
+
+
+def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
+    """Every recorded alias move of ``name``, oldest first.
+
+    Raises:
+        LifecycleError: no registered model of that name.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from nb2prod.tracking import registry
+
+    settings = settings or load_settings()
+    try:
+        return registry.alias_history(mlflow_client(settings), name)
+    except MlflowException:
+        raise LifecycleError(
+            f"no registered model named {name!r}", hint="see the MLflow UI for names"
+        ) from None

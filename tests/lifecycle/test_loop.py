@@ -1,0 +1,321 @@
+"""The whole loop on a real store, real kernels and a real ``bentoml serve``.
+
+retrain (first champion, a better one promoted and exported, a worse one refused),
+serve the Bento (champion + the version it replaced), feedback, monitor (no drift on
+held-out rows, drift on an injected covariate shift), fallback to the previous version
+when the active one raises, a canary split, and a rollback the live service follows
+with no restart (how fast: bench/bench_serve.py --switch, target under 5 s).
+
+The project (``CAPTURE``) and the running service (``nb2prod serve``, with the admin
+token) are the shared fixtures of tests/served.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.helpers import make_notebook, run_notebook
+from tests.served import Capture, CapturedProject, Service
+
+pytestmark = pytest.mark.slow
+
+MODEL = "tumor"
+TOKEN = "s3cret-admin-token"
+
+# C and how the site encoder treats a site it never saw are parameters: "error" makes a
+# model that raises on an unseen site, so the service must answer from the previous version.
+NOTEBOOK_CELLS = [
+    ('C = 1.0\nunknown = "ignore"\nshift = 0.0', ["parameters"]),
+    "%load_ext nb2prod\n%nb2prod start tumor",
+    """import json
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 20, 21, 22, 23, 30]]
+rng = np.random.default_rng(0)
+frame.insert(0, "site", rng.choice(["clinic-a", "clinic-b", "clinic-c"], len(frame)).astype(object))
+train, test = train_test_split(frame, test_size=0.3, random_state=42, stratify=frame.target)""",
+    "%nb2prod data train --role train --target target\n%nb2prod data test --role test --target target",
+    """X = train.drop(columns="target")
+pre = ColumnTransformer([("site", OneHotEncoder(handle_unknown=unknown), ["site"])], remainder="passthrough")
+clf = make_pipeline(pre, StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X, train.target)""",
+    "%nb2prod model clf --name tumor",
+    """rows = json.loads(test.drop(columns="target").to_json(orient="records"))
+with open("heldout.json", "w") as fh:
+    json.dump({"rows": rows, "labels": test.target.tolist()}, fh)""",
+]
+
+
+def _capture(project: CapturedProject) -> None:
+    """Three retrains: v1 (first champion), v2 (better, promoted, exported), v3 (worse, refused)."""
+    notebook = make_notebook(project.home / "notebooks" / "tumor.ipynb", NOTEBOOK_CELLS)
+    decisions = {}
+    for label, params, code in (
+        ("first", ["-p", "C", "0.0005"], 0),
+        ("better", ["-p", "C", "1.0", "-p", "unknown", "error"], 0),
+        ("worse", ["-p", "C", "0.0001"], 1),
+    ):
+        done = project.cli("retrain", MODEL, "--notebook", str(notebook), *params, "--no-progress")
+        assert done.returncode == code, (label, done.stdout, done.stderr)
+        decisions[label] = done.stdout
+    project.data.update(
+        notebook=notebook,
+        decisions=decisions,
+        heldout=json.loads((notebook.parent / "heldout.json").read_text()),
+    )
+
+
+CAPTURE = Capture(key="loop", run=_capture)
+SERVICE_ENV = {"NB2PROD_ADMIN_TOKEN": TOKEN}
+
+
+@pytest.fixture(scope="module")
+def loop(captured_project: CapturedProject) -> CapturedProject:
+    return captured_project
+
+
+@pytest.fixture(scope="module")
+def server(service: Service) -> Service:
+    return service
+
+
+def _predict(server: Service, rows: list[dict[str, Any]], rid: str | None = None) -> list[dict[str, Any]]:
+    headers = {"X-Request-ID": rid} if rid else {}
+    status, out = server.request("/predict", rows, headers=headers)
+    assert status == 200, out
+    return out
+
+
+def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(loop: CapturedProject) -> None:
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
+
+    assert loop.data["decisions"]["first"].startswith("PROMOTED: tumor had no champion")
+    assert loop.data["decisions"]["better"].startswith("PROMOTED: accuracy")
+    assert (
+        "carries v2, v1" in loop.data["decisions"]["better"]
+        or "exported tumor:v2-" in loop.data["decisions"]["better"]
+    )
+    assert loop.data["decisions"]["worse"].startswith("REFUSED: accuracy")
+    client = tracking.client(loop.settings)
+    assert registry.alias_version(client, MODEL, registry.CHAMPION) == "2"
+    assert registry.alias_version(client, MODEL, registry.CHALLENGER) is None
+    moves = [(e.alias, e.from_version, e.to_version) for e in registry.alias_history(client, MODEL)]
+    assert ("champion", None, "1") in moves and ("champion", "1", "2") in moves
+    assert not any(alias == "challenger" for alias, _, _ in moves)  # a refused version is not carried
+    refused = client.get_model_version(MODEL, "3")
+    assert refused.tags["nb2prod.decision"] == "refused"
+    decision = tracking.load_json_artifact(client, refused.run_id, "retrain/decision.json")
+    assert decision["champion_score"] > decision["challenger_score"] and decision["rows"] == len(
+        loop.data["heldout"]["rows"]
+    )
+
+
+def test_service_carries_champion_and_the_version_it_replaced(loop: CapturedProject, server: Service) -> None:
+    status, meta = server.request("/metadata")
+    assert status == 200
+    assert meta["model_version"] == "2" and set(meta["carried_versions"]) == {"2", "1"}
+    assert all(v["ready"] for v in meta["carried_versions"].values())
+    out = _predict(server, loop.data["heldout"]["rows"][:20])
+    assert {o["model_version"] for o in out} == {"2"}
+
+
+def test_no_drift_on_heldout_rows_then_feedback_gives_live_quality(
+    loop: CapturedProject, server: Service
+) -> None:
+    from sklearn.metrics import accuracy_score
+
+    from nb2prod.lifecycle import monitor
+
+    rows, labels = loop.data["heldout"]["rows"], loop.data["heldout"]["labels"]
+    out = []
+    for start in range(0, len(rows), 40):
+        out += _predict(server, rows[start : start + 40])
+    time.sleep(2.5)  # the writer flushes sketches each second
+    report = monitor(MODEL, settings=loop.settings)
+    assert report.status == "ok", report.drifted
+    # nothing drifted: a cron job's retrain --if-drift does nothing (and runs no notebook)
+    done = loop.cli("retrain", MODEL, "--notebook", str(loop.data["notebook"]), "--if-drift", "--since", "1h")
+    assert done.returncode == 0 and done.stdout.startswith("SKIPPED: no drift"), done.stdout + done.stderr
+    # half the labels through the endpoint, half from a CSV through the CLI
+    half = len(out) // 2
+    body = {
+        "labels": [
+            {"request_id": o["request_id"], "label": y}
+            for o, y in zip(out[:half], labels[:half], strict=False)
+        ]
+    }
+    status, stored = server.request("/feedback", body)
+    assert status == 200 and stored["stored"] == half
+    csv = loop.home / "labels.csv"
+    csv.write_text(
+        "request_id,label\n"
+        + "".join(f"{o['request_id']},{y}\n" for o, y in zip(out[half:], labels[half:], strict=False))
+    )
+    done = loop.cli("feedback", MODEL, str(csv))
+    assert done.returncode == 0, done.stderr
+    assert f"{len(out) - half} labels stored" in done.stdout
+    report = monitor(MODEL, settings=loop.settings).to_dict()
+    quality = report["quality"]
+    want = accuracy_score(labels, [o["prediction"] for o in out])
+    assert quality["labelled"] == len(out)
+    assert abs(quality["accuracy"] - want) < 1e-9
+
+
+def test_bad_feedback_is_a_4xx_naming_the_field(server: Service) -> None:
+    status, body = server.request("/feedback", {"request_id": "r1", "label": 7})
+    assert status == 422 and "label" in json.dumps(body)
+    status, body = server.request("/feedback", {"request_id": "r1"})
+    assert status == 422 and "label" in json.dumps(body)
+
+
+def test_drift_on_shifted_rows_and_the_monitor_exit_code(loop: CapturedProject, server: Service) -> None:
+    rows = loop.data["heldout"]["rows"]
+    shifted = [dict(r, **{"mean radius": r["mean radius"] * 1.6 + 4}) for r in rows]
+    for _ in range(3):
+        for start in range(0, len(shifted), 40):
+            _predict(server, shifted[start : start + 40])
+    time.sleep(2.5)
+    html = loop.home / "report.html"
+    done = loop.cli("monitor", MODEL, "--html", str(html))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "mean radius" in done.stdout
+    text = html.read_text()
+    assert "<svg" in text and "mean radius" in text
+    done = loop.cli("monitor", MODEL, "--json")
+    report = json.loads(done.stdout)
+    assert "mean radius" in report["drifted"]
+    assert "mean texture" not in report["drifted"]
+    assert report["source"] == "sketches"  # the service's writer sketched every row
+
+
+def test_monitor_magic_shows_the_report_in_a_kernel(loop: CapturedProject, server: Service) -> None:
+    notebook = make_notebook(
+        loop.home / "notebooks" / "watch.ipynb",
+        [
+            "%load_ext nb2prod\n%nb2prod monitor tumor --since 1h --html watch.html",
+            "%nb2prod monitor nobody",
+            "%nb2prod export tumor@champion",
+        ],
+    )
+    nb = run_notebook(notebook, loop.home, allow_errors=True)
+    shown = nb.cells[0].outputs[0]
+    assert shown["output_type"] == "display_data"
+    assert "<svg" in shown["data"]["text/html"] and "mean radius" in shown["data"]["text/plain"]
+    assert (notebook.parent / "watch.html").read_text().startswith("<!DOCTYPE html>")
+    error = "".join(o.get("evalue", "") + "".join(o.get("traceback", [])) for o in nb.cells[1].outputs)
+    assert "no Bento of 'nobody'" in error and "most recent call last" not in error
+    exported = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert "already built (no change); carries v2, v1" in exported
+
+
+def test_the_previous_version_answers_when_the_active_one_raises(
+    loop: CapturedProject, server: Service
+) -> None:
+    row = dict(loop.data["heldout"]["rows"][0], site="clinic-z")  # v2's encoder raises on an unseen site
+    out = _predict(server, [row])
+    assert out[0]["model_version"] == "1"
+    assert server.request("/metadata")[1]["fallbacks"] == {"2": 1}
+    status, text = server.request("/metrics")
+    assert status == 200
+    assert 'nb2prod_fallback_total{model_version="2"} 1.0' in text
+
+
+def test_admin_switches_need_the_token(server: Service) -> None:
+    body = {"version": "1", "percent": 30}
+    assert server.request("/admin/canary", body)[0] == 401
+    assert server.request("/admin/canary", body, {"Authorization": "Bearer wrong"})[0] == 401
+    status, out = server.request("/admin/active", {"version": "9"}, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 409 and "not in this Bento" in json.dumps(out)
+
+
+def test_canary_split_is_near_the_asked_share(loop: CapturedProject, server: Service) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, out = server.request("/admin/canary", {"version": "1", "percent": 30}, auth)
+    assert status == 200 and out["canary"] == {"version": "1", "percent": 30.0}
+    row = loop.data["heldout"]["rows"][1]
+    seen = [
+        _predict(server, [row], rid=f"canary-{uuid.uuid4().hex[:16]}")[0]["model_version"] for _ in range(300)
+    ]
+    share = seen.count("1") / len(seen)
+    assert 0.22 <= share <= 0.38, share
+    status, out = server.request("/admin/canary", {"version": None, "percent": 0}, auth)
+    assert status == 200 and out["canary"] is None
+
+
+def _follows(server: Service, row: dict[str, Any], version: str) -> bool:
+    """Whether the running service answers ``row`` with ``version`` before a hang guard runs out.
+
+    How fast it follows is a benchmark target (bench/bench_serve.py --switch), not a test.
+    """
+    deadline = time.monotonic() + 60
+    while _predict(server, [row])[0]["model_version"] != version:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_rollback_switches_the_live_service_without_a_restart(loop: CapturedProject, server: Service) -> None:
+    row = loop.data["heldout"]["rows"][2]
+    pid = server.proc.pid
+    assert _predict(server, [row])[0]["model_version"] == "2"
+    done = loop.cli("rollback", MODEL)
+    assert done.returncode == 0, done.stderr
+    assert "tumor@champion: 2 -> 1" in done.stdout and "follows" in done.stdout
+    assert _follows(server, row, "1"), "the service did not follow the rollback"
+    done = loop.cli("promote", MODEL, "2")
+    assert done.returncode == 0, done.stderr
+    assert _follows(server, row, "2"), "the service did not follow the promotion"
+    assert server.proc.poll() is None and server.proc.pid == pid  # the same server: no restart
+    done = loop.cli("history", MODEL)
+    assert "rollback from 2" in done.stdout
+
+
+def test_retrain_on_labelled_feedback_refuses_without_the_margin(
+    loop: CapturedProject, server: Service
+) -> None:
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
+
+    done = loop.cli(
+        "retrain",
+        MODEL,
+        "--notebook",
+        str(loop.data["notebook"]),
+        "-p",
+        "C",
+        "0.5",
+        "--on-feedback",
+        "--min-improvement",
+        "0.5",
+        "--no-progress",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("REFUSED: accuracy") and "labelled feedback" in done.stdout
+    client = tracking.client(loop.settings)
+    assert registry.alias_version(client, MODEL, registry.CHAMPION) == "2"
+
+
+def test_lifecycle_errors_are_one_line(loop: CapturedProject) -> None:
+    done = loop.cli("promote", MODEL, "42")
+    assert done.returncode == 2 and "no version 42" in done.stderr and "Traceback" not in done.stderr
+    done = loop.cli("rollback", MODEL, "--to", "2")
+    assert done.returncode == 2 and "champion already" in done.stderr
+    bad = loop.home / "bad.csv"
+    bad.write_text("request_id,label\nr1,7\n")
+    done = loop.cli("feedback", MODEL, str(bad))
+    assert done.returncode == 2 and "row 2" in done.stderr and "not a class" in done.stderr
+    done = loop.cli("monitor", MODEL, "--since", "yesterday-ish")
+    assert done.returncode == 2 and "Traceback" not in done.stderr

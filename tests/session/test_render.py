@@ -1,0 +1,102 @@
+"""What a notebook user reads: the texts and panel rows of :mod:`nb2prod.render.notebook`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from nb2prod.render import notebook as render
+
+
+def _env(commit: str | None = "0123456789abcdef0123", notebook: Any = None) -> Any:
+    git = SimpleNamespace(commit=commit, branch="main", dirty=True)
+    return SimpleNamespace(
+        python_implementation="CPython",
+        python_version="3.11.9",
+        system="Linux",
+        machine="x86_64",
+        distributions={"numpy": "2.0", "pandas": "2.2"},
+        imported={"numpy": "2.0"},
+        git=git,
+        notebook=notebook,
+        digest="sha256:" + "a" * 64,
+    )
+
+
+def _diff(lines: list[str]) -> Any:
+    return SimpleNamespace(is_empty=not lines, summary=lambda: list(lines))
+
+
+def test_environment_rows_and_lines_say_the_same() -> None:
+    env = _env(
+        notebook=SimpleNamespace(path="/p/train.ipynb", n_code_cells=7, code_digest="sha256:" + "b" * 64)
+    )
+    rows = render.environment_rows(env)
+    assert [label for label, _ in rows] == ["python", "packages", "git", "notebook", "env digest"]
+    assert dict(rows)["git"] == "0123456789ab on main (dirty)"
+    assert dict(rows)["notebook"] == "/p/train.ipynb, 7 code cells, sha256:bbbbbbbbbbbb"
+    lines = render.environment_lines(env)
+    assert lines[0] == "python     CPython 3.11.9 on Linux x86_64"
+    assert lines[4] == "env digest sha256:aaaaaaaaaaaa"
+    assert all(line[11:] == value for line, (_, value) in zip(lines, rows, strict=True))
+
+
+def test_a_repository_without_commits_renders() -> None:
+    assert dict(render.environment_rows(_env(commit=None)))["git"] == "no commit yet on main (dirty)"
+
+
+def test_diff_lines_for_each_case() -> None:
+    assert render.diff_lines(None, None) == ["changes    first recorded run of this notebook"]
+    assert render.diff_lines(None, "r1") == ["changes    previous run r1 has no environment record"]
+    assert render.diff_lines(_diff([]), "r1") == ["changes    none since run r1"]
+    assert render.diff_lines(_diff(["numpy 1.26 -> 2.0"]), "r1") == [
+        "changes    since run r1:",
+        "  numpy 1.26 -> 2.0",
+    ]
+    assert render.diff_row(_diff(["x"]), "r1") == ("changes", "since run r1:")
+
+
+def test_end_and_export_texts() -> None:
+    assert render.end_text("abc") == "nb2prod: run abc ended"
+    assert render.end_text(None) == "nb2prod: no capture session was open"
+    result = SimpleNamespace(
+        tag="churn:v3",
+        built=False,
+        versions=("3", "2"),
+        model_version="3",
+        source_dir=Path("bentos/churn"),
+        name="churn",
+    )
+    assert render.export_text(result).splitlines() == [
+        "nb2prod: churn:v3 already built (no change); carries v3, v2",
+        "nb2prod: service source in bentos/churn; serve it with: nb2prod serve churn",
+    ]
+
+
+def test_metrics_text_is_sorted_with_four_digits() -> None:
+    assert render.metrics_text({"test_accuracy": 0.912345, "training_accuracy": 1.0}) == (
+        "test_accuracy=0.9123, training_accuracy=1"
+    )
+
+
+def test_status_panel_lays_out_the_same_rows() -> None:
+    from nb2prod.widgets import status_panel
+
+    report = SimpleNamespace(
+        run_id="r2",
+        experiment="unit",
+        tracking_uri="sqlite:///x.db",
+        environment=_env(),
+        previous_run_id="r1",
+        diff=_diff(["numpy 1.26 -> 2.0"]),
+        datasets=[],
+        models=[],
+        not_recorded=["dataset 'again'"],
+    )
+    tab = status_panel(report)  # type: ignore[arg-type]
+    run_html, env_html = tab.children[0].value, tab.children[1].value
+    assert "dataset &#x27;again&#x27;" in run_html
+    assert "<td style='padding:2px 8px'>env digest</td>" in env_html
+    assert "since run r1:" in env_html and "numpy 1.26 -&gt; 2.0" in env_html
+    assert [tab.get_title(i) for i in range(4)] == ["Run", "Environment", "Data (0)", "Models (0)"]
