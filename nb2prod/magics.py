@@ -24,8 +24,14 @@ from nb2prod import session
 from nb2prod.exceptions import StoreError, VariableNotFoundError
 from nb2prod.exceptions import UsageError as Nb2ProdUsageError
 from nb2prod.render import notebook as render
+from nb2prod.render import notebook_html as html
+from nb2prod.session import quiet
 
 SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "monitor")
+
+
+class _HelpShown(Exception):
+    """``--help`` printed the help: the magic ends there, successfully."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,8 +43,10 @@ class _Parser(argparse.ArgumentParser):
         )
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        # --help prints, then argparse exits: raise a quiet usage error instead.
-        raise Nb2ProdUsageError(message or self.format_help())
+        # argparse exits after printing --help: end the magic there, without an error.
+        if status == 0:
+            raise _HelpShown
+        raise Nb2ProdUsageError(message or self.format_usage())
 
 
 def _parsers() -> dict[str, _Parser]:
@@ -60,7 +68,10 @@ def _parsers() -> dict[str, _Parser]:
     model.add_argument("--y", dest="y", help="labels it was fitted on")
     model.add_argument("--name", help="registered model name (default: the variable name)")
     model.add_argument("--trust", action="append", default=[], help="a type to trust when loading (repeat)")
-    p["status"] = _Parser(prog="%nb2prod status")
+    status = p["status"] = _Parser(prog="%nb2prod status")
+    status.add_argument(
+        "--panel", action="store_true", help="also show the interactive panel (ipywidgets, not saved)"
+    )
     end = p["end"] = _Parser(prog="%nb2prod end")
     end.add_argument("--failed", action="store_true", help="mark the run FAILED")
     export = p["export"] = _Parser(prog="%nb2prod export")
@@ -94,7 +105,10 @@ class Nb2ProdMagics(Magics):
             words = shlex.split(line)
         except ValueError as exc:
             raise Nb2ProdUsageError(f"cannot parse '{line}': {exc}", hint="check the quotes") from None
-        if not words or words[0] in ("-h", "--help", "help"):
+        if words and words[0] in ("-h", "--help", "help"):
+            print(_overview(self._parsers))
+            return
+        if not words:
             raise Nb2ProdUsageError(
                 "usage: %nb2prod {" + ",".join(SUBCOMMANDS) + "} ...", hint="e.g. %nb2prod start churn"
             )
@@ -105,7 +119,10 @@ class Nb2ProdMagics(Magics):
             raise Nb2ProdUsageError(
                 f"unknown subcommand '{sub}'", hint=f"{suggestion}valid: {', '.join(SUBCOMMANDS)}"
             )
-        args = self._parsers[sub].parse_args(rest)
+        try:
+            args = self._parsers[sub].parse_args(rest)
+        except _HelpShown:
+            return
         handler: Callable[[argparse.Namespace], None] = getattr(self, f"_{sub}")
         try:
             handler(args)
@@ -143,10 +160,11 @@ class Nb2ProdMagics(Magics):
         raise VariableNotFoundError(name, hint=hint)
 
     def _start(self, args: argparse.Namespace) -> None:
-        result = session.start(args.experiment, notebook=args.notebook, run_name=args.run_name)
+        with quiet.library_logs():
+            result = session.start(args.experiment, notebook=args.notebook, run_name=args.run_name)
         self.tracked_ids.clear()
         self._warned.clear()
-        print(render.start_text(result))
+        _show(html.start_shown(result))
 
     def _data(self, args: argparse.Namespace) -> None:
         token: str = args.obj
@@ -161,40 +179,67 @@ class Nb2ProdMagics(Magics):
         else:
             self._lookup(token, "DataFrame or an existing path")
             return
-        print(render.dataset_text(record))
+        _show(html.dataset_shown(record))
 
     def _model(self, args: argparse.Namespace) -> None:
         est = self._lookup(args.est, "fitted model")
         X = self._lookup(args.X, "feature frame") if args.X else None
         y = self._lookup(args.y, "label series") if args.y else None
-        record = session.model(
-            est, X=X, y=y, name=args.name or args.est, trust=tuple(args.trust), variable=args.est
+        progress = _Progress(in_kernel=getattr(self.shell, "kernel", None) is not None)
+        try:
+            record = session.model(
+                est,
+                X=X,
+                y=y,
+                name=args.name or args.est,
+                trust=tuple(args.trust),
+                variable=args.est,
+                progress=progress,
+            )
+        except BaseException:
+            progress.close()
+            raise
+        open_session = session.current()
+        aliases = _aliases([record.model_uri])
+        progress.finish(
+            html.model_shown(
+                record,
+                aliases.get(record.model_uri, ()),
+                html.ui_base(open_session.settings.tracking_uri),
+                open_session.experiment_id,
+            )
         )
-        print(render.model_text(record))
 
     def _status(self, args: argparse.Namespace) -> None:
-        from nb2prod import widgets
+        report = session.status()
+        shown = html.status_shown(
+            report, _aliases([m.model_uri for m in report.models]), session.current().experiment_id
+        )
+        _show(shown)
+        if args.panel:
+            from nb2prod import widgets
 
-        widgets.show_status(session.status(), self.shell)
+            widgets.show_panel(report, self.shell)
 
     def _end(self, args: argparse.Namespace) -> None:
-        print(render.end_text(session.end("FAILED" if args.failed else "FINISHED")))
+        _show(html.end_shown(session.end("FAILED" if args.failed else "FINISHED")))
 
     def _export(self, args: argparse.Namespace) -> None:
         from nb2prod.export import export_model
 
+        # Plain lines (a stream output, saved as is): tests/lifecycle/test_loop.py reads them as a stream.
         print(render.export_text(export_model(args.ref, output=args.output)))
 
     def _monitor(self, args: argparse.Namespace) -> None:
         from IPython.display import display
 
         from nb2prod import lifecycle
+        from nb2prod.render.report import render_html
 
         report = lifecycle.monitor(args.name, since=args.since, until=args.until)
-        shown = render.MonitorView(report)
         if args.html:
-            Path(args.html).expanduser().write_text(shown._repr_html_(), encoding="utf-8")
-        display(shown)
+            Path(args.html).expanduser().write_text(render_html(report), encoding="utf-8")
+        display(render.MonitorView(report))
 
     # -- cell hook -------------------------------------------------------------------
 
@@ -212,3 +257,72 @@ class Nb2ProdMagics(Magics):
                     )
         except Exception as exc:  # capture never breaks the notebook
             print(f"nb2prod WARNING: cell hook failed: {exc}", file=sys.stderr)
+
+
+def _overview(parsers: dict[str, _Parser]) -> str:
+    """``%nb2prod --help``: every subcommand with its usage."""
+    lines = ["usage: %nb2prod {" + ",".join(SUBCOMMANDS) + "} ...", ""]
+    lines += [f"  {parsers[sub].format_usage().strip().removeprefix('usage: ')}" for sub in SUBCOMMANDS]
+    lines += ["", "%nb2prod SUB --help tells more about one of them."]
+    return "\n".join(lines)
+
+
+def _show(shown: html.Shown) -> None:
+    """Display text/html with its text/plain twin (both are saved in the notebook)."""
+    from IPython.display import display
+
+    display(shown)
+
+
+def _aliases(model_uris: list[str]) -> dict[str, list[str]]:
+    """Model URI (``models:/NAME/VERSION``) -> the aliases pointing at it; {} when the registry cannot tell."""
+    out: dict[str, list[str]] = {}
+    open_session = session.active()
+    if open_session is None:
+        return out
+    names = {uri.split("/")[1] for uri in model_uris if uri.count("/") == 2 and uri.startswith("models:/")}
+    for name in names:
+        try:
+            registered = open_session.client.get_registered_model(name)
+        except Exception:  # aliases are an addition to the output: never fail it
+            continue
+        for alias, version in (getattr(registered, "aliases", None) or {}).items():
+            out.setdefault(f"models:/{name}/{version}", []).append(alias)
+    return out
+
+
+class _Progress:
+    """What ``%nb2prod model`` is doing: in a kernel one output that updates in place and is
+    replaced by the result at the end; elsewhere one line a step."""
+
+    def __init__(self, in_kernel: bool) -> None:
+        self.in_kernel = in_kernel
+        self.done: list[str] = []
+        self.current: str | None = None
+        self.handle: Any = None
+
+    def __call__(self, step: str) -> None:
+        from IPython.display import display
+
+        if self.current is not None:
+            self.done.append(self.current)
+        self.current = step
+        if not self.in_kernel:
+            print(f"nb2prod: {step}…")
+            return
+        shown = html.progress_shown(self.done, self.current)
+        if self.handle is None:
+            self.handle = display(shown, display_id=True)
+        else:
+            self.handle.update(shown)
+
+    def close(self) -> None:
+        """On failure: keep the steps done, without the one that failed (the error says it)."""
+        if self.handle is not None and self.current is not None:
+            self.handle.update(html.progress_shown(self.done, None))
+
+    def finish(self, shown: html.Shown) -> None:
+        if self.handle is None:
+            _show(shown)
+        else:
+            self.handle.update(shown)

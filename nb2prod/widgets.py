@@ -1,26 +1,21 @@
-"""The ``%nb2prod status`` panel: ipywidgets in a notebook, plain text elsewhere.
+"""The ``%nb2prod status --panel`` panel: an ipywidgets Tab, shown after the status's HTML.
 
-The rows and texts come from :mod:`nb2prod.render.notebook`; this module lays them out as widgets.
+The status itself is rich HTML (:func:`nb2prod.render.notebook_html.status_shown`), saved with
+the notebook; the panel is only an addition for the live kernel: a widget's view is not saved
+and reads "model not found" after a restart, so its saved output says so in text.
 """
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 from nb2prod.render import notebook as text
+from nb2prod.render import notebook_html as html
 
 if TYPE_CHECKING:
     from nb2prod.session import StatusReport
 
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(c)}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+PANEL_PLAIN = "nb2prod status panel (interactive; the status above is the saved record)"
 
 
 def status_panel(report: StatusReport) -> Any:
@@ -33,33 +28,26 @@ def status_panel(report: StatusReport) -> Any:
     ]
     if report.diff is not None and not report.diff.is_empty:
         env_rows += [("", line) for line in report.diff.summary()]
-    run_html = _table(
-        ["", ""],
-        [["run", report.run_id], ["experiment", report.experiment], ["store", report.tracking_uri]]
-        + [["not recorded", item] for item in report.not_recorded],
-    )
-    data_html = _table(
+    run_rows = [("run", report.run_id), ("experiment", report.experiment), ("store", report.tracking_uri)]
+    run_rows += [("not recorded", item) for item in report.not_recorded]
+    data_html = html.table(
         ["name", "role", "rows", "cols", "target", "digest"],
         [[r.name, r.role, str(r.n_rows), str(r.n_cols), r.target or "", r.digest] for r in report.datasets],
     )
-    model_html = _table(
-        ["model", "class", "round trip", "metrics"],
-        [
-            [
-                m.model_uri,
-                m.info.class_name,
-                f"{m.roundtrip.rows} rows equal",
-                text.metrics_text(m.metrics),
-            ]
-            for m in report.models
-        ],
+    model_html = "".join(
+        html.table(
+            ["model", "class", "round trip"],
+            [[m.model_uri, m.info.class_name, f"{m.roundtrip.rows} rows equal"]],
+        )
+        + html.metrics_table(m.metrics)
+        for m in report.models
     )
     tab = w.Tab(
         children=[
-            w.HTML(run_html),
-            w.HTML(_table(["", ""], [[k, v] for k, v in env_rows])),
+            w.HTML(_fields(run_rows)),
+            w.HTML(_fields(env_rows)),
             w.HTML(data_html if report.datasets else "<i>no dataset tracked yet</i>"),
-            w.HTML(model_html if report.models else "<i>no model registered yet</i>"),
+            w.HTML(model_html or "<i>no model registered yet</i>"),
         ]
     )
     for index, title in enumerate(
@@ -69,19 +57,21 @@ def status_panel(report: StatusReport) -> Any:
     return tab
 
 
-def show_status(report: StatusReport, shell: Any) -> None:
-    """Display the panel with a plain-text fallback (a terminal, nbconvert, papermill output)."""
+def _fields(rows: list[tuple[str, str]]) -> str:
+    from html import escape
+
+    return html.fields([(label, escape(value)) for label, value in rows])
+
+
+def show_panel(report: StatusReport, shell: Any) -> None:
+    """Display the panel in a kernel (a terminal has no widgets: nothing to add there)."""
     from IPython.display import display
 
-    plain = text.status_text(report)
-    kernel = getattr(shell, "kernel", None)
-    if kernel is None:
-        print(plain)
+    if getattr(shell, "kernel", None) is None:
         return
-    panel = status_panel(report)
-    bundle = panel._repr_mimebundle_() or {}
+    bundle = status_panel(report)._repr_mimebundle_() or {}
     if isinstance(bundle, tuple):
         bundle = bundle[0]
     bundle = dict(bundle)
-    bundle["text/plain"] = plain
+    bundle["text/plain"] = PANEL_PLAIN
     display(bundle, raw=True)

@@ -297,10 +297,14 @@ def build_report(
     buckets_t, versions_t, cols_t, ns_t, blobs_t = zip(*rows, strict=True) if rows else ((), (), (), (), ())
     buckets = np.array(buckets_t, dtype=np.int64)
     first = int(buckets.min()) if rows else None
+    last = int(buckets.max()) + BUCKET if rows else None
     start = since if since is not None else (first if first is not None else until - BUCKET)
     start = float(start) // BUCKET * BUCKET
-    step = _step(max(until - start, BUCKET))
-    n_times = max(1, math.ceil((until - start) / step))
+    if first is not None:  # the series starts and stops at the data, not at the asked window
+        start = max(start, float(first))
+    end = min(until, float(last)) if last is not None else until
+    step = _step(max(end - start, BUCKET))
+    n_times = max(1, math.ceil((end - start) / step))
     raw_versions = sorted(set(versions_t), key=str)
     vindex = {v: i for i, v in enumerate(raw_versions)}
     versions = [str(v) for v in raw_versions]

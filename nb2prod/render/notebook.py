@@ -141,15 +141,15 @@ def export_text(result: ExportResult) -> str:
 
 
 class MonitorView:
-    """A monitor report shown as the HTML report in a notebook, as the text table elsewhere."""
+    """A monitor report shown as the compact, scoped HTML report in a notebook, as the text table elsewhere."""
 
     def __init__(self, report: Any) -> None:
         self.report = report
 
     def _repr_html_(self) -> str:
-        from nb2prod.render.report import render_html
+        from nb2prod.render.report_notebook import render_notebook_html
 
-        return str(render_html(self.report))
+        return str(render_notebook_html(self.report))
 
     def __repr__(self) -> str:
         from nb2prod.render.report import render_text

@@ -171,16 +171,32 @@ def render_text(report: MonitorReport) -> str:
 # --------------------------------------------------------------------------- HTML
 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child{text-align:left}.drift{color:#b00;font-weight:600}
-.status{display:inline-block;padding:2px 8px;border-radius:4px;color:#fff}
-.ok{background:#2a7}.drift-s{background:#c33}.insufficient_data{background:#888}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:4px;padding:6px}
-.legend span{margin-right:12px}svg text{font-size:10px;fill:#444}
-"""
+SCOPE = "nb2prod-report"
+"""The class of the report's outer element: every rule of :data:`CSS` is scoped under it, so the
+report shown in a notebook never restyles the page around it."""
+_RULES = (
+    ("", "font:14px/1.4 system-ui,sans-serif;color:#222"),
+    ("h1", "font-size:18px;margin:4px 0"),
+    ("h2", "font-size:15px;margin:20px 0 4px;border-bottom:1px solid #ddd"),
+    ("table", "border-collapse:collapse;margin:8px 0"),
+    ("td, th", "padding:3px 8px;border-bottom:1px solid #eee;text-align:right"),
+    ("td:first-child, th:first-child", "text-align:left"),
+    (".drift", "color:#b00;font-weight:600"),
+    (".status", "display:inline-block;padding:2px 8px;border-radius:4px;color:#fff"),
+    (".ok", "background:#2a7"),
+    (".drift-s", "background:#c33"),
+    (".insufficient_data", "background:#888"),
+    (".grid", "display:flex;flex-wrap:wrap;gap:12px"),
+    (".card", "border:1px solid #ddd;border-radius:4px;padding:6px"),
+    (".legend span", "margin-right:12px"),
+    ("svg text", "font-size:10px;fill:#444"),
+    ("summary", "cursor:pointer;font-weight:600"),
+)
+CSS = "\n".join(
+    ", ".join(f".{SCOPE} {sel}".rstrip() for sel in selectors.split(", ")) + "{" + rules + "}"
+    for selectors, rules in _RULES
+)
+_PAGE_CSS = "body{margin:24px;max-width:1200px}"
 
 
 def _time(ts: float) -> str:
@@ -222,27 +238,45 @@ def _bars(labels: Sequence[str], reference: Sequence[float], live: Sequence[floa
     return "".join(parts)
 
 
+def data_span(rows: Sequence[int]) -> slice:
+    """The buckets from the first to the last one holding rows (all of them when none does)."""
+    held = [i for i, n in enumerate(rows) if n]
+    return slice(held[0], held[-1] + 1) if held else slice(0, len(rows))
+
+
 def _lines(
-    times: Sequence[float], series: Mapping[str, Sequence[float | None]], *, threshold: float | None
+    times: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    threshold: float | None,
+    from_zero: bool = True,
 ) -> str:
-    """One polyline per series over the time buckets (gaps where a value is None)."""
+    """One polyline per series over the time buckets (gaps where a value is None).
+
+    The value axis stops at the data (and the threshold): from 0 (``from_zero``) or from the
+    smallest value, to the largest.
+    """
     width, height, left, bottom = 720, 200, 44, 20
     values = [v for s in series.values() for v in s if v is not None and math.isfinite(v)]
     if not values or not times:
         return "<p>no data in the window</p>"
-    top = max([*values, threshold or 0.0]) * 1.1 or 1.0
+    extra = [] if threshold is None else [threshold]
+    top = max([*values, *extra])
+    low = 0.0 if from_zero else min([*values, *extra])
+    if top - low <= 0:
+        top, low = (top + 0.5, low - 0.5) if not from_zero else (top or 1.0, 0.0)
     n = len(times)
 
     def xy(i: int, v: float) -> str:
         x = left + (width - left - 8) * (i / max(1, n - 1))
-        y = height - bottom - (height - bottom - 8) * (v / top)
+        y = height - bottom - (height - bottom - 8) * ((v - low) / (top - low))
         return f"{x:.1f},{y:.1f}"
 
     parts = [f'<svg width="{width}" height="{height}" role="img">']
     parts.append(
         f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" stroke="#999"/>'
     )
-    parts.append(f'<text x="2" y="12">{top:.3g}</text><text x="2" y="{height - bottom}">0</text>')
+    parts.append(f'<text x="2" y="12">{top:.3g}</text><text x="2" y="{height - bottom}">{low:.3g}</text>')
     parts.append(f'<text x="{left}" y="{height - 4}">{_time(times[0])}</text>')
     parts.append(f'<text x="{width - 4}" y="{height - 4}" text-anchor="end">{_time(times[-1])}</text>')
     if threshold is not None:
@@ -263,7 +297,7 @@ def _lines(
         for run in runs:
             if len(run) == 1:
                 cx, cy = run[0].split(",")
-                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>')
             elif run:
                 parts.append(
                     f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{" ".join(run)}">'
@@ -280,12 +314,39 @@ def _drift_rows(report: MonitorReport) -> tuple[list[list[str]], list[str]]:
     return rows, ["drift" if d.drifted else "" for _, d in items]
 
 
+def status_badge(report: MonitorReport) -> str:
+    status_cls = "drift-s" if report.status == "drift" else escape(report.status)
+    return f"<span class='status {status_cls}'>{escape(report.status)}</span>"
+
+
+def over_time_html(report: MonitorReport, *, top_n: int = 8) -> list[str]:
+    """Drift, rows and live quality over time, cut to the buckets that hold data."""
+    ot = report.over_time
+    if not ot.get("times") or not any(ot["rows"]):
+        return []
+    span = data_span(ot["rows"])
+    times = ot["times"][span]
+    step = ot.get("step", 60)
+    unit = f"{step // 3600} h" if step >= 3600 and step % 3600 == 0 else f"{step // 60} min"
+    order = sorted(ot["psi"].items(), key=lambda kv: -max((v for v in kv[1] if v is not None), default=0.0))
+    body = [f"<h2>Drift over time (PSI per {unit})</h2>"]
+    body.append(_lines(times, {k: v[span] for k, v in order[:top_n]}, threshold=report.thresholds["psi"]))
+    if len(order) > top_n:
+        body.append(f"<p>the {top_n} columns with the highest PSI of {len(order)}</p>")
+    body.append("<h2>Rows over time</h2>")
+    body.append(_lines(times, {"rows": ot["rows"][span]}, threshold=None))
+    q = {k: v[span] for k, v in (ot.get("quality") or {}).items()}
+    if any(v is not None for s in q.values() for v in s):
+        body.append("<h2>Live quality over time (from feedback)</h2>")
+        body.append(_lines(times, q, threshold=None, from_zero=False))
+    return body
+
+
 def render_html(report: MonitorReport) -> str:
     """The report as one self-contained HTML page (a string)."""
-    status_cls = "drift-s" if report.status == "drift" else escape(report.status)
     since = "the first record" if report.since is None else escape(_time(report.since))
     body = [
-        f"<h1>nb2prod monitor <span class='status {status_cls}'>{escape(report.status)}</span></h1>",
+        f"<h1>nb2prod monitor {status_badge(report)}</h1>",
         f"<p>{report.rows:,} logged rows from {since} to {escape(_time(report.until))} UTC "
         f"(source: {escape(report.source)}). Drift: PSI &gt; {report.thresholds['psi']}, or p &lt; "
         f"{report.thresholds['p_value']} with effect &ge; {report.thresholds['min_effect']}.</p>",
@@ -301,22 +362,7 @@ def render_html(report: MonitorReport) -> str:
         if rows
         else "<p>no rows</p>"
     )
-    ot = report.over_time
-    if ot.get("times"):
-        step = ot.get("step", 60)
-        body.append(f"<h2>Drift over time (PSI per {step // 60} min)</h2>")
-        order = sorted(
-            ot["psi"].items(), key=lambda kv: -max((v for v in kv[1] if v is not None), default=0.0)
-        )
-        body.append(_lines(ot["times"], dict(order[:8]), threshold=report.thresholds["psi"]))
-        if len(order) > 8:
-            body.append(f"<p>the 8 columns with the highest PSI of {len(order)}</p>")
-        body.append("<h2>Rows over time</h2>")
-        body.append(_lines(ot["times"], {"rows": ot["rows"]}, threshold=None))
-        q = ot.get("quality") or {}
-        if any(v is not None for s in q.values() for v in s):
-            body.append("<h2>Live quality over time (from feedback)</h2>")
-            body.append(_lines(ot["times"], q, threshold=None))
+    body += over_time_html(report)
     quality = report.quality
     if quality:
         body.append(f"<h2>Live quality ({escape(str(quality.get('task')))})</h2>")
@@ -347,6 +393,6 @@ def render_html(report: MonitorReport) -> str:
         )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>nb2prod monitor: {escape(report.status)}</title><style>{_CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
+        f"<title>nb2prod monitor: {escape(report.status)}</title><style>{_PAGE_CSS}\n{CSS}</style></head>"
+        f"<body><div class='{SCOPE}'>{''.join(body)}</div></body></html>\n"
     )

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,12 +83,14 @@ def model(
     name: str | None = None,
     trust: tuple[str, ...] | list[str] = (),
     variable: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ModelRecord:
     """Log, round-trip check and register a fitted model.
 
     Without ``X``, the last dataset tracked with role ``train`` is used (minus its
     target column, which becomes ``y``). The saved model is loaded in a fresh
     process and must predict as the live one before it is registered.
+    ``progress`` is called with each step as it begins (the magic shows them).
 
     Raises:
         NotStartedError, ModelError, RoundTripError, StoreError.
@@ -147,11 +150,14 @@ def model(
     requirements = _requirements(session, info)
     _refresh_imported(session)
     what = f"model '{reg_name}'"
+    step = progress or (lambda _: None)
+    step(f"logging {what} to MLflow")
     started = time.perf_counter()
     with state.tracking_call(session, f"logging {what}", what):
         logged = _log_model(session, estimator, info, sample, live_pred, requirements, reg_name)
     artifact_hashes = _artifact_hashes(session, logged.model_id)
 
+    step("checking that it loads and predicts the same in a fresh Python process")
     try:
         trip = models_mod.roundtrip_check(
             logged.model_uri,
@@ -187,6 +193,7 @@ def model(
         tracking.log_json(session.client, session.run_id, model_json, names.model_record(reg_name))
     registry_tags = _registry_tags(session, logged.model_id, digests, artifact_hashes, info)
     deferred = _deferred()
+    step(f"recording {what} for the runner" if deferred else f"registering {what}")
     with state.tracking_call(session, f"recording {what}", f"the registration of {what}"):
         registry.record_candidate(session.client, session.run_id, reg_name, logged.model_uri, registry_tags)
         if deferred:

@@ -170,6 +170,10 @@ def test_model_is_logged_roundtripped_and_registered(started: Any, client: Any, 
     magic(started, "model forest --name bc-forest")
     out = capsys.readouterr().out
     assert "registered models:/bc-forest/1" in out
+    assert "logging model 'bc-forest' to MLflow" in out and "in a fresh Python process" in out
+    assert (
+        out.index("fresh Python process") < out.index("registering model") < out.index("registered models:/")
+    )
     record = session.status().models[0]
     assert record.roundtrip.ok and record.roundtrip.rows == 200
     assert "sklearn.tree._tree.Tree" in record.info.trusted_types

@@ -97,6 +97,62 @@ def test_status_panel_lays_out_the_same_rows() -> None:
     tab = status_panel(report)  # type: ignore[arg-type]
     run_html, env_html = tab.children[0].value, tab.children[1].value
     assert "dataset &#x27;again&#x27;" in run_html
-    assert "<td style='padding:2px 8px'>env digest</td>" in env_html
+    assert ">env digest</th>" in env_html and "white-space:nowrap" in env_html
     assert "since run r1:" in env_html and "numpy 1.26 -&gt; 2.0" in env_html
     assert [tab.get_title(i) for i in range(4)] == ["Run", "Environment", "Data (0)", "Models (0)"]
+
+
+def _model(metrics: dict[str, float]) -> Any:
+    return SimpleNamespace(
+        name="churn",
+        version="2",
+        model_uri="models:/churn/2",
+        model_id="m-abc",
+        run_id="r2",
+        info=SimpleNamespace(class_name="sklearn.linear_model.LogisticRegression", flavor="sklearn"),
+        metrics=metrics,
+        data_digests={"X": "xxh3_128:1", "dataset:train": "xxh3_128:1"},
+        artifact_sha256={"MLmodel": "sha256:0"},
+        roundtrip=SimpleNamespace(rows=200, seconds=1.25),
+    )
+
+
+def test_metrics_are_a_train_versus_test_table() -> None:
+    from nb2prod.render.notebook_html import metrics_rows
+
+    rows = metrics_rows({"training_accuracy": 1.0, "test_accuracy": 0.912345, "training_roc_auc": 0.99})
+    assert rows == [["accuracy", "1", "0.9123"], ["roc_auc", "0.99", "-"]]
+
+
+def test_status_html_is_left_aligned_with_metrics_uris_and_aliases() -> None:
+    from nb2prod.render.notebook_html import status_shown
+
+    report = SimpleNamespace(
+        run_id="r2",
+        experiment="unit",
+        tracking_uri="http://***@mlflow.local:5000",
+        environment=_env(),
+        previous_run_id=None,
+        diff=None,
+        datasets=[],
+        models=[_model({"training_accuracy": 1.0, "test_accuracy": 0.9})],
+        not_recorded=[],
+    )
+    shown = status_shown(report, {"models:/churn/2": ["champion"]}, experiment_id="7")  # type: ignore[arg-type]
+    bundle = shown._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"} and "models:/churn/2" in bundle["text/plain"]
+    page = bundle["text/html"]
+    assert "text-align:right" not in page and page.count("text-align:left") > 10
+    assert "<th style=" in page and ">train</th>" in page and ">test</th>" in page
+    assert "@champion" in page and "m-abc" in page
+    # the UI links drop the credentials
+    assert 'href="http://mlflow.local:5000/#/models/churn/versions/2"' in page
+    assert 'href="http://mlflow.local:5000/#/experiments/7/runs/r2"' in page
+    assert "<style" not in page  # inline styles only: a <style> restyles the whole notebook page
+
+
+def test_no_ui_link_for_a_database_store() -> None:
+    from nb2prod.render.notebook_html import ui_base
+
+    assert ui_base("sqlite:///x/mlflow.db") is None
+    assert ui_base("https://u:p@host/mlflow/") == "https://host/mlflow"
