@@ -14,6 +14,9 @@ project with nb2prod capture, exports it, and serves the same model three ways o
   load, same adaptive batching, same ``predict`` + ``predict_proba`` call, a plain
   pydantic row; access log off as in the exported one; no other hook.
 * ``mlflow-serve``: ``mlflow models serve --env-manager local`` of the registered version.
+* ``nb2prod-durable`` (``--only nb2prod,nb2prod-durable`` measures the two modes side by
+  side): the same Bento served with ``NB2PROD_DURABLE=1``: each prediction is answered only
+  after its log row is committed (group commit), so ``kill -9`` loses none.
 
 Load: ``wrk`` (a separate process) posting the same 1-row JSON body over keep-alive
 connections; a warm-up run, then the measured run. Prints a table; ``--write`` also
@@ -434,6 +437,26 @@ def main() -> None:
             f"http://127.0.0.1:{port}/predict",
             body,
         )
+    if "nb2prod-durable" in only:
+        port = free_port()
+        cmd = serve_command(name, port=port, settings=settings, durable=True)
+        # its own BentoML home (a copy): two servers on one home share one Prometheus directory
+        durable_home = tmp / "durable-bentoml-home"
+        shutil.copytree(settings.bentoml_home, durable_home)
+        env = dict(
+            cmd.env,
+            BENTOML_HOME=str(durable_home),
+            NB2PROD_PREDICTION_STORE=str(tmp / "predictions-durable.db"),
+        )
+        start(
+            "nb2prod-durable",
+            cmd.argv,
+            env,
+            home,
+            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/predict",
+            body,
+        )
     if "bare-bentoml" in only:
         port = free_port()
         bare = tmp / "bare"
@@ -486,7 +509,7 @@ def main() -> None:
         )
     runs: dict[tuple[str, int], list[Result]] = {}
     warmed: dict[str, int] = {}
-    dropped = "?"
+    dropped: dict[str, str] = {}
     try:
         for system, proc, ready, url, payload in servers:
             wait_ready(ready, proc)
@@ -505,41 +528,52 @@ def main() -> None:
                         f"p99 {res.p99_ms:7.1f} ms  cpu {res.cpu_ms:5.2f} ms/req"
                     )
         for system, _proc, ready, *_ in servers:
-            if system == "nb2prod":
+            if system.startswith("nb2prod"):
                 time.sleep(2)  # let the monitor's queue drain
                 with urllib.request.urlopen(ready.replace("/readyz", "/metrics"), timeout=10) as resp:
                     text = resp.read().decode()
                 found = re.search(r"^nb2prod_monitor_dropped_total(?:\{[^}]*\})? (\S+)", text, re.M)
-                dropped = found.group(1) if found else "not reported"
+                dropped[system] = found.group(1) if found else "not reported"
                 if not found:
                     (Path(tempfile.gettempdir()) / "nb2prod-bench-metrics.txt").write_text(text)
     finally:
         for _system, proc, *_ in servers:
             stop(proc)
-    logged_note = ""
-    if "nb2prod" in only:
+    notes = []
+    for system, db in (("nb2prod", "predictions.db"), ("nb2prod-durable", "predictions-durable.db")):
+        if system not in only:
+            continue
         # wrk counts the answers it read; requests in flight when a run ends may be answered (and
         # logged) after wrk stopped reading, so logged >= counted is the check, drops must be 0.
         import sqlite3
 
-        counted = warmed.get("nb2prod", 0) + sum(
-            r.requests for (system, _c), rs in runs.items() if system == "nb2prod" for r in rs
+        counted = warmed.get(system, 0) + sum(
+            r.requests for (sys_, _c), rs in runs.items() if sys_ == system for r in rs
         )
-        conn = sqlite3.connect(str(tmp / "predictions.db"))
+        conn = sqlite3.connect(str(tmp / db))
         logged = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
         conn.close()
-        logged_note = (
-            f"Served vs logged (nb2prod, all runs): wrk read {counted} answers, the prediction store "
-            f"holds {logged} rows, `nb2prod_monitor_dropped_total` {dropped}. Requests in flight when a "
-            "wrk run stops are answered and logged but not counted by wrk, so logged >= read."
+        verdict = (
+            "served = logged" if logged >= counted and dropped.get(system) in ("0.0", "0") else "LOST ROWS"
         )
+        notes.append(
+            f"Served vs logged ({system}, all runs): wrk read {counted} answers, the prediction store "
+            f"holds {logged} rows, `nb2prod_monitor_dropped_total` {dropped.get(system, '?')} ({verdict})."
+        )
+    if notes:
+        notes.append(
+            "Requests in flight when a wrk run stops are answered and logged but not counted by wrk, so logged >= read."
+        )
+    logged_note = " ".join(notes)
+    if logged_note:
         print(logged_note)
     results = []
     for rs in runs.values():
         median = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
         median.spread = ", ".join(f"{r.rps:.0f}" for r in rs)
         results.append(median)
-    results.sort(key=lambda r: (["nb2prod", "bare-bentoml", "mlflow-serve"].index(r.system), r.connections))
+    order = ["nb2prod", "nb2prod-durable", "bare-bentoml", "mlflow-serve"]
+    results.sort(key=lambda r: (order.index(r.system), r.connections))
     print()
     print(table(results))
     if args.write:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from nb2prod.demo import new_project
 from nb2prod.exceptions import StoreError
 
-pytest_plugins = ["tests.served"]
+pytest_plugins = ["tests.served", "tests.pg"]
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +69,9 @@ def ip(project: Path) -> Iterator[Any]:
 
     from nb2prod import session
 
+    # IPython puts its user namespace in sys.modules["__main__"] (a module without __spec__);
+    # multiprocessing's spawn (Dask's nannies) in a later test of this worker would fail on it.
+    main = sys.modules["__main__"]
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "nb2prod")
     yield shell
@@ -76,6 +80,7 @@ def ip(project: Path) -> Iterator[Any]:
             session.end()
     shell.run_line_magic("unload_ext", "nb2prod")
     shell.reset(new_session=False)
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,9 @@ import click
 
 from nb2prod._version import __version__
 from nb2prod.cli import demo, export, loop, run
+from nb2prod.cli import score as score_cli
 from nb2prod.exceptions import Nb2ProdError
+from nb2prod.serving.store_schema import PredictionStoreError
 
 __all__ = ["main"]
 
@@ -30,6 +32,11 @@ class _Group(click.Group):
             result = super().invoke(ctx)
         except Nb2ProdError as exc:
             click.echo(f"nb2prod: error: {exc}", err=True)
+            _exit_now(ctx, 2)
+            sys.exit(2)
+        except PredictionStoreError as exc:  # the service's own error type (serving/ knows no nb2prod)
+            shown = f"{exc.message}\n  fix: {exc.hint}" if exc.hint else exc.message
+            click.echo(f"nb2prod: error: {shown}", err=True)
             _exit_now(ctx, 2)
             sys.exit(2)
         except SystemExit as exc:
@@ -82,5 +89,6 @@ for _command in (
     loop.feedback,
     loop.monitor,
     loop.retrain,
+    score_cli.score_cmd,
 ):
     main.add_command(_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from nb2prod.cli.options import (
 from nb2prod.metrics import HIGHER_IS_BETTER
 from nb2prod.render import terminal
 
+if TYPE_CHECKING:
+    from nb2prod.lifecycle.switch import Switch
+
 _MONITOR_EXIT_CODES = """\b
 Exit codes:
   0    no drift (or too few rows to tell; the report says so)
@@ -33,10 +37,26 @@ Exit codes:
   2    nothing decided: no champion rows to score, unknown model, store unreachable
   3-5  the notebook failed (as for nb2prod run): nothing registered; 130 interrupted"""
 
+_SWITCH_EXIT_CODES = """\b
+Exit codes:
+  0    switched, and every running service of NAME (nb2prod serve) reports it
+  1    switched in the registry and the store, but a running service did not follow (named)
+  2    nothing switched: unknown model or version, nothing to do"""
+
 _METRICS = ", ".join(HIGHER_IS_BETTER)
 
 
-@click.command()
+_wait_opt = click.option(
+    "--wait",
+    type=click.FloatRange(0, 120),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the running services of NAME (nb2prod serve) to report the switch; 0: do not wait.",
+)
+
+
+@click.command(epilog=_SWITCH_EXIT_CODES)
 @click.argument("name")
 @click.argument("version")
 @click.option(
@@ -45,24 +65,38 @@ _METRICS = ", ".join(HIGHER_IS_BETTER)
     default=None,
     help="Send this percent of the rows to VERSION instead of making it the champion (0 stops a canary).",
 )
-def promote(name: str, version: str, canary: float | None) -> None:
+@_wait_opt
+def promote(name: str, version: str, canary: float | None, wait: float) -> None:
     """Make VERSION the champion of NAME (alias history kept); a running service follows.
 
     With --canary, VERSION becomes the challenger and gets that share of the traffic.
     """
     from nb2prod.lifecycle import promote as promote_core
 
-    echo_lines(terminal.switch_lines(promote_core(name, version, canary=canary)))
+    _report_switch(promote_core(name, version, canary=canary, wait=wait))
 
 
-@click.command()
+@click.command(epilog=_SWITCH_EXIT_CODES)
 @click.argument("name")
 @click.option("--to", "to", metavar="VERSION", help="Roll back to this version (default: the one replaced).")
-def rollback(name: str, to: str | None) -> None:
+@_wait_opt
+def rollback(name: str, to: str | None, wait: float) -> None:
     """Give the champion of NAME back to the version it replaced; a running service follows."""
     from nb2prod.lifecycle import rollback as rollback_core
 
-    echo_lines(terminal.switch_lines(rollback_core(name, to=to)))
+    _report_switch(rollback_core(name, to=to, wait=wait))
+
+
+def _report_switch(switch: Switch) -> None:
+    echo_lines(terminal.switch_lines(switch))
+    if switch.refused:
+        urls = ", ".join(ack.url for ack in switch.refused)
+        click.echo(
+            f"error: the switch is recorded, but {urls} did not follow it (see above): fix the service "
+            "or switch back",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @click.command("history")
@@ -112,14 +146,20 @@ def monitor(
     from nb2prod.lifecycle import monitor as monitor_core
     from nb2prod.render.report import render_html, render_text
 
+    if html_path is not None and not html_path.expanduser().parent.is_dir():
+        # checked before anything runs; the folder is the user's to create, never ours
+        raise click.BadParameter(
+            f"the folder {html_path.expanduser().parent} does not exist: create it, or write the "
+            "report somewhere that exists",
+            param_hint="--html",
+        )
     report = monitor_core(name, since=since, until=until, psi_threshold=psi_threshold)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         click.echo(render_text(report))
     if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
+        html_path.expanduser().write_text(render_html(report), encoding="utf-8")
         click.echo(f"HTML report: {html_path}")
     sys.exit(1 if report.status == "drift" else 0)
 

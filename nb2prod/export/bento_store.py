@@ -26,7 +26,9 @@ from pathlib import Path
 
 from nb2prod.config import Settings
 from nb2prod.exceptions import ExportError
+from nb2prod.serving.integrity import IntegrityError, verify_source
 from nb2prod.serving.manifest import MANIFEST_FILE
+from nb2prod.serving.store import STORE_ENV
 
 BENTOS = "bentos"
 MODELS = "models"
@@ -46,6 +48,7 @@ __all__ = [
     "manifest_path",
     "set_latest",
     "stored_source",
+    "verify_built_source",
 ]
 
 
@@ -100,6 +103,25 @@ def stored_source(home: Path, bname: str, version: str) -> dict[str, str]:
     }
 
 
+def verify_built_source(home: Path, tag: str) -> None:
+    """The source of Bento ``tag`` in the store is what was built under that tag.
+
+    The same check the service makes at start (:func:`nb2prod.serving.integrity.verify_source`),
+    from outside the service: run it before serving.
+
+    Raises:
+        ExportError: naming the file that is missing, changed or not built into the Bento.
+    """
+    bname, version = tag.split(":", 1)
+    try:
+        verify_source(home / BENTOS / bname / version / SOURCE, version=version)
+    except IntegrityError as exc:
+        raise ExportError(
+            f"the Bento {tag} was changed after it was built: {exc}",
+            hint=f"re-export it (nb2prod export {bname}) and serve the new tag",
+        ) from None
+
+
 @contextlib.contextmanager
 def lock(home: Path, bname: str) -> Iterator[None]:
     """Hold the store's lock of Bento name ``bname`` (one export of a name at a time)."""
@@ -143,6 +165,9 @@ def _run_build(
     }
     env = _bentoml_env(staging_home)
     env.pop("BENTOML_CONFIG", None)
+    # the service's module reads the store location at import: a URL with a password in this
+    # environment would be written into bento.yaml by the build
+    env.pop(STORE_ENV, None)
     proc = subprocess.run(
         [sys.executable, "-m", "nb2prod.export._build", json.dumps(args)],
         env=env,
@@ -171,7 +196,8 @@ def _publish(staging_home: Path, home: Path, kind: str, tag_name: str, version: 
     _atomic_text(dst.parent / LATEST, version)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -186,7 +212,7 @@ def _clean_staging(home: Path, bname: str) -> None:
     prefix = f"{STAGING}{bname}-"
     for path in home.glob(f"{prefix}*"):
         pid = path.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 

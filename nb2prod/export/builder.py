@@ -32,6 +32,7 @@ from nb2prod.exceptions import ExportError
 from nb2prod.export import bento_store, render
 from nb2prod.export import manifest as records
 from nb2prod.export.bento_store import bento_name, find_bento, latest_bento
+from nb2prod.serving.integrity import SOURCE_LIST
 from nb2prod.serving.manifest import MANIFEST_FILE
 from nb2prod.tracking import names
 
@@ -186,7 +187,9 @@ def export_model(
         python_version = str(environment.get("python_version") or "")
         model_tags = [c.model_tag for c in carried]
         files = render.render(manifest, model_tags, pinned, python_version)
-        content = render.content_hash(files, {c.version: c.verified.recorded for c in carried})
+        recorded = {c.version: c.verified.recorded for c in carried}
+        content = render.content_hash(files, recorded)
+        source_list = render.source_list(files, recorded)
         bname = manifest.bento_name
         bversion = f"v{primary}-{content[:12]}"
         source_dir = settings.home / BENTOS_DIR / name
@@ -196,6 +199,7 @@ def export_model(
             if find_bento(home, bname, bversion) is None:
                 stamped = manifest.built(datetime.now(UTC).isoformat(timespec="seconds"), bversion)
                 files[MANIFEST_FILE] = stamped.to_json()
+                files[SOURCE_LIST] = source_list  # the stamps are not hashed: still the same list
                 render.write_tree(source_dir, files)
                 bento_store.build(
                     home,

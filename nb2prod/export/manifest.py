@@ -193,6 +193,46 @@ def _schema_from_signature(folder: Path) -> list[Column]:
     ]
 
 
+# A string column is a closed set of categories when the training data shows few distinct
+# values, each seen several times (a region, a site, a grade): the service then refuses a
+# value it never saw (422 unseen_category), as it does for a pandas categorical. A column
+# of many distinct values (names, free text) stays an open string.
+MAX_CLOSED_CATEGORIES = 20
+MIN_ROWS_PER_CATEGORY = 5
+
+
+def closed_categories(column: Column, profile: Mapping[str, Any] | None) -> Column:
+    """``column`` as a category column when it is a low-cardinality string column.
+
+    The categories are the values the profile saw (every one of them: a column whose
+    profile lumps values into ``__other__`` stays a string). The training dtype is kept,
+    so the model still receives the strings it was fitted on; the capture's records (and
+    their digests) are unchanged: this is the export's reading of them.
+    """
+    from nb2prod.capture.profile import OTHER
+
+    if column.kind != "string" or not profile:
+        return column
+    freqs = profile.get("frequencies") or {}
+    n_unique = int(profile.get("n_unique") or 0)
+    count = int(profile.get("count") or 0)
+    values = sorted(k for k in freqs if k != OTHER)
+    if (
+        not 1 <= n_unique <= MAX_CLOSED_CATEGORIES
+        or len(values) != n_unique
+        or float(freqs.get(OTHER) or 0.0) > 0.0
+        or count < MIN_ROWS_PER_CATEGORY * n_unique
+    ):
+        return column
+    return replace(
+        column,
+        kind="category",
+        categories=values,
+        ordered=False,
+        extra={**column.extra, "categories_from": "profile"},
+    )
+
+
 def contract(client: MlflowClient, main: Carried) -> Contract:
     """The input contract of ``main``: its training dataset's schema and profile, else its signature.
 
@@ -213,7 +253,7 @@ def contract(client: MlflowClient, main: Carried) -> Contract:
             )
         profile = dataset.get("profile") or {}
         found = Contract(
-            schema=[Column.from_dict(by_name[f]) for f in features],
+            schema=[closed_categories(Column.from_dict(by_name[f]), profile.get(f)) for f in features],
             reference={f: profile[f] for f in features if f in profile},
             target=Target(name=target_name, profile=profile[target_name]) if target_name in profile else None,
             dataset=dataset,

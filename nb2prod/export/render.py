@@ -1,13 +1,13 @@
 """The service source of an export: ``service.py``, ``bentofile.yaml``, the manifest, the runtime.
 
 Everything here is text: the files of the build context by relative path, their
-content hash (the Bento version), and the folder ``bentos/NAME/`` written from them.
+source listing and its hash (the Bento version, :mod:`nb2prod.serving.integrity`), and
+the folder ``bentos/NAME/`` written from them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -17,19 +17,28 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from string import Template
-from typing import Any
 
+from nb2prod.serving.integrity import SOURCE_LIST, listing_hash, source_listing
 from nb2prod.serving.manifest import MANIFEST_FILE, Manifest
 
 RUNTIME_PACKAGE = "_nb2prod_serving"
 TEMPLATE = Path(__file__).with_name("service.py.tmpl")
 SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
-# Packages the runtime itself imports, pinned at the versions of this environment when the
-# capture did not record them.
-RUNTIME_PACKAGES = ("bentoml", "pydantic", "fastapi", "prometheus-client", "pyyaml", "numpy", "pandas")
-# Manifest keys that do not change what is served: NAME/1 and NAME@champion (-> 1) give the
-# same Bento, whenever they were exported.
-UNHASHED_KEYS = ("exported_at", "bento_version", "alias")
+# Packages the runtime itself imports, pinned at the versions the capture recorded, else at
+# those of this environment (a package installed in neither is left out). sqlalchemy and
+# psycopg let a containerized Bento reach a PostgreSQL prediction store
+# (NB2PROD_PREDICTION_STORE=postgresql+psycopg://...).
+RUNTIME_PACKAGES = (
+    "bentoml",
+    "pydantic",
+    "fastapi",
+    "prometheus-client",
+    "pyyaml",
+    "numpy",
+    "pandas",
+    "sqlalchemy",
+    "psycopg[binary]",
+)
 
 
 def class_name(name: str) -> str:
@@ -58,15 +67,14 @@ def pins(requirements: Sequence[str], distributions: Mapping[str, str]) -> list[
             pkg, ver = line.split("==", 1)
             pinned[_normalise(pkg)] = ver.strip()
     captured = {_normalise(k): v for k, v in distributions.items()}
-    for pkg in RUNTIME_PACKAGES:
-        if pkg in pinned:
-            continue
-        version = captured.get(pkg)
+    for requirement in RUNTIME_PACKAGES:
+        pkg = requirement.split("[", 1)[0]
+        version = pinned.pop(pkg, None) or captured.get(pkg)
         if version is None:
             with contextlib.suppress(importlib_metadata.PackageNotFoundError):
                 version = importlib_metadata.version(pkg)
         if version:
-            pinned[pkg] = version
+            pinned[requirement] = version  # with its extras: psycopg[binary]==V
     pinned.pop("nb2prod", None)
     return [f"{pkg}=={ver}" for pkg, ver in sorted(pinned.items())]
 
@@ -84,6 +92,7 @@ def _bentofile(manifest: Manifest, pinned: Sequence[str], python_version: str) -
         "include:",
         '  - "service.py"',
         f'  - "{MANIFEST_FILE}"',
+        f'  - "{SOURCE_LIST}"',
         f'  - "{RUNTIME_PACKAGE}/*.py"',
         "python:",
         "  lock_packages: false",
@@ -130,19 +139,18 @@ def render(
     return files
 
 
+def source_list(files: Mapping[str, str], artifact_sha256: Mapping[str, Mapping[str, str]]) -> str:
+    """The text of ``nb2prod_source.json``: the hashes the service checks its source against."""
+    return json.dumps(source_listing(files, artifact_sha256), indent=2, sort_keys=True) + "\n"
+
+
 def content_hash(files: Mapping[str, str], artifact_sha256: Mapping[str, Mapping[str, str]]) -> str:
-    """sha256 of the build context and of the model files' hashes: what the Bento serves."""
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        text = files[rel]
-        if rel == MANIFEST_FILE:
-            data: dict[str, Any] = json.loads(text)
-            for key in UNHASHED_KEYS:
-                data.pop(key, None)
-            text = json.dumps(data, sort_keys=True)
-        digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
-    digest.update(json.dumps(artifact_sha256, sort_keys=True).encode())
-    return digest.hexdigest()
+    """sha256 of what the Bento serves (its source listing): the Bento version's hash part.
+
+    The service recomputes it from the ``nb2prod_source.json`` it carries and refuses to
+    serve when it does not match its tag (:func:`nb2prod.serving.integrity.verify_source`).
+    """
+    return listing_hash(source_listing(files, artifact_sha256))
 
 
 def write_tree(target: Path, files: Mapping[str, str]) -> None:

@@ -20,6 +20,24 @@ from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import ServeError
 from nb2prod.serving.store import STORE_ENV
 from nb2prod.serving.store import prediction_store as _default_store
+from nb2prod.serving.writer import DURABLE_ENV
+
+CONFIG_OPTIONS_ENV = "BENTOML_CONFIG_OPTIONS"
+
+
+def workers_option(tag: str, workers: int) -> str:
+    """The ``BENTOML_CONFIG_OPTIONS`` entry that runs ``workers`` processes of Bento ``tag``'s service.
+
+    The service is named like the Bento (``@bentoml.service(name=...)`` in the rendered
+    ``service.py``); BentoML needs the name quoted, else it fails on names it cannot parse.
+
+    Raises:
+        ServeError: ``workers`` is below 1.
+    """
+    if workers < 1:
+        raise ServeError(f"--workers {workers} is not a number of processes", hint="give 1 or more")
+    service = tag.split(":", 1)[0]
+    return f'services."{service}".workers={workers}'
 
 
 @dataclass(frozen=True)
@@ -47,8 +65,18 @@ def serve_command(
     host: str = "127.0.0.1",
     settings: Settings | None = None,
     tag: str | None = None,
+    durable: bool = False,
+    store: str | None = None,
+    workers: int | None = None,
 ) -> ServeCommand:
     """The ``bentoml serve`` invocation of the newest Bento of ``name`` (or of ``tag``).
+
+    ``durable``: answer each prediction only after its log row is committed
+    (``NB2PROD_DURABLE=1``, which wins over the Bento's own ``durable`` option).
+    ``store``: the prediction store (a path or a SQLAlchemy URL); default
+    :func:`nb2prod.serving.store.prediction_store`, which ``NB2PROD_PREDICTION_STORE`` overrides.
+    ``workers``: BentoML worker processes of the service (default: the Bento's own, one);
+    added to ``BENTOML_CONFIG_OPTIONS`` after what the environment already sets there.
 
     Raises:
         ExportError: no Bento of ``name`` was built in this project's BentoML store.
@@ -59,7 +87,7 @@ def serve_command(
     settings = settings or load_settings()
     model, _, _ = parse_ref(name)
     tag = tag or latest_bento(settings, model)
-    store = _default_store(model, settings.bentoml_home)
+    store = store or _default_store(model, settings.bentoml_home)
     if "://" not in store:
         Path(store).parent.mkdir(parents=True, exist_ok=True)
     env = dict(
@@ -68,6 +96,12 @@ def serve_command(
         BENTOML_DO_NOT_TRACK="True",
         **{STORE_ENV: store},
     )
+    if durable:
+        env[DURABLE_ENV] = "1"
+    if workers is not None:
+        env[CONFIG_OPTIONS_ENV] = " ".join(
+            filter(None, [env.get(CONFIG_OPTIONS_ENV, ""), workers_option(tag, workers)])
+        )
     exe = (
         shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml") or "bentoml"
     )

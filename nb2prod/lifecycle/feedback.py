@@ -14,8 +14,24 @@ from typing import Any
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import LifecycleError
 from nb2prod.lifecycle.served import served_manifest, store_location
+from nb2prod.serving.feedback import native_label
+from nb2prod.serving.redact import redact_uri
 
-__all__ = ["FeedbackImport", "coerce_label", "import_feedback", "native_label", "read_table"]
+__all__ = [
+    "FeedbackImport",
+    "coerce_label",
+    "import_feedback",
+    "native_label",
+    "read_table",
+    "valid_request_id",
+]
+
+
+def valid_request_id(request_id: str) -> bool:
+    """Whether ``request_id`` is one the service's ``/feedback`` accepts (the one check of both)."""
+    from nb2prod.serving.schema import request_id_problem
+
+    return request_id_problem(request_id) is None
 
 
 def read_table(path: Path, *, text: bool = False) -> Any:
@@ -29,22 +45,12 @@ def read_table(path: Path, *, text: bool = False) -> Any:
 
 @dataclass(frozen=True)
 class FeedbackImport:
-    """Labels stored from a file: how many, how many match a logged prediction, where."""
+    """Labels stored from a file: how many, how many match a logged prediction, where (credentials hidden)."""
 
     stored: int
     matched: int
     unmatched_examples: list[str]
     store: str
-
-
-def native_label(text: str) -> Any:
-    """A class label as the service answers it: ``"1"`` -> 1, ``"0.5"`` -> 0.5, ``"yes"`` -> "yes"."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
 
 
 def coerce_label(value: Any, classes: list[Any] | None, is_classifier: bool) -> Any:
@@ -89,6 +95,7 @@ def import_feedback(
     Raises:
         LifecycleError: no such file, missing columns, empty ids, labels that are not classes.
     """
+    from nb2prod.serving.schema import request_id_problem
     from nb2prod.serving.store import Store
 
     settings = settings or load_settings()
@@ -116,8 +123,15 @@ def import_feedback(
     for i, (rid, raw) in enumerate(zip(frame[id_column], frame[label_column], strict=True)):
         if rid is None or (isinstance(rid, float) and rid != rid) or not str(rid).strip():
             raise LifecycleError(f"row {i + 2} of {path.name} has no request id", hint="every row needs one")
+        rid = str(rid).strip()
+        problem = request_id_problem(rid)
+        if problem is not None:
+            raise LifecycleError(
+                f"row {i + 2} of {path.name}: {problem}",
+                hint="use the request ids the service answered with (the request_id of /predict)",
+            )
         try:
-            labels.append((str(rid).strip(), coerce_label(raw, info.classes, info.is_classifier)))
+            labels.append((rid, coerce_label(raw, info.classes, info.is_classifier)))
         except LifecycleError as exc:
             raise LifecycleError(f"row {i + 2} of {path.name}: {exc.message}", hint=exc.hint) from None
     location = store_location(settings, name)
@@ -130,5 +144,8 @@ def import_feedback(
         store.close()
     unmatched = [rid for rid in ids if rid not in known]
     return FeedbackImport(
-        stored=stored, matched=len(ids) - len(unmatched), unmatched_examples=unmatched[:5], store=location
+        stored=stored,
+        matched=len(ids) - len(unmatched),
+        unmatched_examples=unmatched[:5],
+        store=redact_uri(location),
     )

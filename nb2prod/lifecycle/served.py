@@ -6,11 +6,13 @@ of the loop (switches, feedback, retrain on feedback, ``nb2prod monitor``) start
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING
 
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import LifecycleError
+from nb2prod.serving.redact import redact_uri
 
 if TYPE_CHECKING:
     from nb2prod.monitoring import MonitorReport
@@ -75,10 +77,12 @@ def monitor(
     _, manifest = served_manifest(settings, name)
     now = time.time()
     threshold = psi_threshold if psi_threshold is not None else manifest.serving.psi_threshold
-    return build_report(
+    report = build_report(
         store_location(settings, name),
         manifest.to_dict(),
         since=parse_since(since, now=now) if since else None,
         until=parse_since(until, now=now) if until else None,
         psi_threshold=threshold,
     )
+    # the report is printed and written to HTML/JSON: never with the store's password
+    return dataclasses.replace(report, store=redact_uri(report.store))

@@ -5,6 +5,15 @@ move of an alias is kept in the model's history (:mod:`nb2prod.tracking.registry
 A running service follows the ``control`` table of its prediction store (every worker
 polls it each second): ``promote`` and ``rollback`` write it, so a service whose Bento
 carries the version switches within seconds, with no rebuild and no restart.
+
+When a service of the model runs in this project (``nb2prod serve`` records it,
+:mod:`nb2prod.lifecycle.services`), ``promote`` and ``rollback`` wait, bounded, until
+every one of its workers reports the new state, and the :class:`Switch` says which did
+not (a version it does not carry, one that failed its integrity check, no answer).
+
+The history is one list whatever made the switch: the registry's alias moves, plus the
+switches made over HTTP (``POST /admin/active`` and ``/admin/canary``, recorded by the
+service as ``switch`` events of its store).
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import ExportError, LifecycleError
 from nb2prod.lifecycle.served import carried_versions, served_manifest, store_location
+from nb2prod.lifecycle.services import ServiceAck, await_switch, recorded_services
+from nb2prod.serving.redact import redact_text, redact_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,7 +49,9 @@ class Switch:
         carried: Versions that Bento carries.
         follows: The Bento carries the active (and canary) version: a running service switches
             within seconds.
-        store: The prediction store whose control table was written.
+        store: The prediction store whose control table was written (credentials hidden).
+        services: What each running service of the model answered (empty when none is recorded
+            or nothing waited).
     """
 
     name: str
@@ -49,10 +62,17 @@ class Switch:
     carried: list[str]
     follows: bool
     store: str
+    services: tuple[ServiceAck, ...] = ()
+
+    @property
+    def refused(self) -> list[ServiceAck]:
+        """The running services that did not report the switch."""
+        return [ack for ack in self.services if ack.reachable and not ack.followed]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["event"] = self.event.to_dict() if self.event else None
+        out["services"] = [asdict(ack) for ack in self.services]
         return out
 
 
@@ -81,8 +101,17 @@ def _check_version(client: MlflowClient, name: str, version: str) -> None:
         ) from None
 
 
+# How long promote/rollback wait for running services by default (they poll every second).
+DEFAULT_WAIT_S = 10.0
+
+
 def _publish_switch(
-    settings: Settings, name: str, active: str, canary: dict[str, Any] | None, event: AliasEvent | None
+    settings: Settings,
+    name: str,
+    active: str,
+    canary: dict[str, Any] | None,
+    event: AliasEvent | None,
+    wait: float = DEFAULT_WAIT_S,
 ) -> Switch:
     from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, Store
 
@@ -99,6 +128,8 @@ def _publish_switch(
     store.set_control(CONTROL_CANARY, canary, ts=now)
     store.close()
     wanted = [active] + ([str(canary["version"])] if canary else [])
+    running = recorded_services(settings, name) if wait > 0 else []
+    acks = tuple(await_switch(running, active, canary, timeout=wait)) if running else ()
     return Switch(
         name=name,
         event=event,
@@ -107,7 +138,8 @@ def _publish_switch(
         bento=tag,
         carried=carried,
         follows=bool(carried) and all(v in carried for v in wanted),
-        store=location,
+        store=redact_uri(location),
+        services=acks,
     )
 
 
@@ -119,11 +151,13 @@ def promote(
     reason: str = "promote",
     details: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    wait: float = DEFAULT_WAIT_S,
 ) -> Switch:
     """Make ``version`` the champion (history kept), or with ``canary`` send it that share of rows.
 
     A canary moves the ``challenger`` alias, not the champion; promote without ``--canary``
-    to finish it.
+    to finish it. Running services of ``name`` are waited for up to ``wait`` seconds (0: not
+    at all); ``Switch.refused`` names those that did not follow.
 
     Raises:
         LifecycleError: unknown version, a bad percent, or promoting the champion itself.
@@ -153,7 +187,7 @@ def promote(
             client, name, registry.CHALLENGER, version, reason=f"canary {canary:g}%", details=details
         )
         split = {"version": version, "percent": float(canary)} if canary > 0 else None
-        return _publish_switch(settings, name, champion, split, event)
+        return _publish_switch(settings, name, champion, split, event, wait)
     if version == champion:
         raise LifecycleError(f"{name}/{version} is the champion already", hint="nothing to do")
     event = registry.move_alias(client, name, registry.CHAMPION, version, reason=reason, details=details)
@@ -161,10 +195,12 @@ def promote(
         registry.move_alias(
             client, name, registry.CHALLENGER, None, reason=f"promoted to champion ({reason})"
         )
-    return _publish_switch(settings, name, version, None, event)
+    return _publish_switch(settings, name, version, None, event, wait)
 
 
-def rollback(name: str, *, to: str | None = None, settings: Settings | None = None) -> Switch:
+def rollback(
+    name: str, *, to: str | None = None, settings: Settings | None = None, wait: float = DEFAULT_WAIT_S
+) -> Switch:
     """Give the champion back to the version it replaced (or to ``to``); history kept.
 
     Like ``kubectl rollout undo``, a second rollback returns to the version rolled back from.
@@ -189,14 +225,64 @@ def rollback(name: str, *, to: str | None = None, settings: Settings | None = No
     if target == current:
         raise LifecycleError(f"{name}/{target} is the champion already", hint="nothing to do")
     event = registry.move_alias(client, name, registry.CHAMPION, target, reason=f"rollback from {current}")
-    return _publish_switch(settings, name, target, None, event)
+    return _publish_switch(settings, name, target, None, event, wait)
+
+
+# The service records a switch made over HTTP as an event of this kind in its store
+# (``field``: ``active`` or ``canary``; ``model_version``: the version switched to).
+SWITCH_EVENT = "switch"
+
+
+def http_switches(location: str) -> list[AliasEvent]:
+    """The switches a service recorded in its store (``POST /admin/*``), oldest first."""
+    from datetime import UTC, datetime
+
+    from nb2prod.serving.store import Store, is_sqlite_file, store_path
+    from nb2prod.tracking.registry import AliasEvent
+
+    if is_sqlite_file(location) and not store_path(location).is_file():
+        return []
+    store = Store(location, readonly=is_sqlite_file(location))
+    try:
+        rows = store.query(
+            "SELECT ts, model_version, reason, field FROM events WHERE kind = :kind ORDER BY ts",
+            {"kind": SWITCH_EVENT},
+        )
+    finally:
+        store.close()
+    return [
+        AliasEvent(
+            seq=0,
+            alias=f"service:{what or 'active'}",
+            from_version=None,
+            to_version=None if version is None else str(version),
+            at=datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds"),
+            reason=str(reason or "switched over HTTP"),
+            actor="http",
+            details={"source": "http"},
+        )
+        for ts, version, reason, what in rows
+    ]
+
+
+def _when(event: AliasEvent) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(event.at)
+    except ValueError:
+        return 0.0
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
-    """Every recorded alias move of ``name``, oldest first.
+    """Every switch of ``name``, oldest first: the registry's alias moves and the HTTP switches.
+
+    HTTP switches (``POST /admin/active``, ``/admin/canary``) come from the service's store;
+    their ``actor`` is ``http`` and their ``seq`` 0 (they are not alias moves).
 
     Raises:
-        LifecycleError: no registered model of that name.
+        LifecycleError: no registered model of that name, or its store cannot be read.
     """
     from mlflow.exceptions import MlflowException
 
@@ -204,8 +290,18 @@ def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
 
     settings = settings or load_settings()
     try:
-        return registry.alias_history(mlflow_client(settings), name)
+        moves = registry.alias_history(mlflow_client(settings), name)
     except MlflowException:
         raise LifecycleError(
             f"no registered model named {name!r}", hint="see the MLflow UI for names"
         ) from None
+    location = store_location(settings, name)
+    try:
+        switches = http_switches(location)
+    except Exception as exc:  # a store away must not hide the registry's history: say so
+        raise LifecycleError(
+            f"the prediction store {redact_uri(location)} cannot be read for the HTTP switches: "
+            f"{redact_text(str(exc))[:200]}",
+            hint="check that the store is reachable",
+        ) from None
+    return sorted([*moves, *switches], key=_when)

@@ -218,6 +218,16 @@ def switch_lines(switch: Switch) -> list[str]:
             f"{switch.bento} carries only v{', v'.join(switch.carried)}: export and deploy the new champion "
             f"(nb2prod export {switch.name}@champion), a running service keeps what it has"
         )
+    for ack in switch.services:
+        workers = len(ack.workers)
+        if not ack.reachable:
+            lines.append(f"service {ack.url}: not reachable (stopped?), not waited for")
+        elif ack.followed:
+            lines.append(
+                f"service {ack.url}: switched ({workers} worker{'s' if workers != 1 else ''} confirmed)"
+            )
+        else:
+            lines.append(f"service {ack.url}: NOT switched: {ack.refused}")
     return lines
 
 
@@ -226,8 +236,8 @@ def history_lines(name: str, events: Sequence[AliasEvent]) -> list[str]:
     if not events:
         return [f"no alias moves recorded for {name}"]
     return [
-        f"#{e.seq:<4} {e.at}  {e.alias:<10} {e.from_version or '-':>4} -> {e.to_version or '-':<4} "
-        f"{e.reason} ({e.actor})"
+        f"#{str(e.seq) if e.seq else '-':<4} {e.at}  {e.alias:<10} {e.from_version or '-':>4} -> "
+        f"{e.to_version or '-':<4} {e.reason} ({e.actor})"
         for e in events
     ]
 

@@ -184,6 +184,9 @@ class ServingOptions:
         max_latency_ms: BentoML adaptive batching: latency budget.
         drift_refresh_s: Seconds between refreshes of the drift gauges.
         canary: The canary split the service starts with.
+        durable: Answer a prediction only after its log row is committed (group commit);
+            ``$NB2PROD_DURABLE`` overrides it when the service starts. Written to the JSON
+            only when true, so manifests written before it read back unchanged.
         extra: Keys this version does not know, kept as they are.
     """
 
@@ -195,6 +198,7 @@ class ServingOptions:
     max_latency_ms: int = 10_000
     drift_refresh_s: float = 15
     canary: Canary | None = None
+    durable: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -218,7 +222,10 @@ class ServingOptions:
         return float(self.extra.get("control_poll_s", 1.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.extra, **self.defaults(), "canary": self.canary.to_dict() if self.canary else None}
+        out = {**self.extra, **self.defaults(), "canary": self.canary.to_dict() if self.canary else None}
+        if not self.durable:
+            del out["durable"]
+        return out
 
 
 def format_version(fmt: str | None) -> int:

@@ -8,6 +8,7 @@ from nb2prod.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -17,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .integrity import IntegrityError
+from .integrity import IntegrityError, verify_source
 from .loading import MODEL_SUBDIR, ModelSlot
-from .manifest import Manifest, ModelInfo
+from .manifest import MANIFEST_FILE, Manifest, ModelInfo
 
 logger = logging.getLogger("nb2prod.serving")
 
@@ -50,6 +51,14 @@ def canary_share(request_id: str) -> float:
     return (zlib.crc32(request_id.encode()) % 10_000) / 100.0
 
 
+def bento_source_dir() -> Path | None:
+    """The Bento's ``src/`` when this package runs inside one (as ``_nb2prod_serving``), else None."""
+    here = Path(__file__).resolve().parent
+    if here.name == "_nb2prod_serving" and (here.parent / MANIFEST_FILE).is_file():
+        return here.parent
+    return None
+
+
 def _iso_ts(text: str | None) -> float:
     if not text:
         return 0.0
@@ -62,7 +71,9 @@ def _iso_ts(text: str | None) -> float:
 class Runtime:
     """The models the Bento carries, which one answers, and the fallback when it raises.
 
-    The active version starts as the exported one; ``apply_control`` (the store's
+    Inside a Bento, the source (manifest, service, this package) is checked against the
+    Bento's tag before any model is loaded (:func:`.integrity.verify_source`): a Bento whose
+    source was edited serves nothing. The active version starts as the exported one; ``apply_control`` (the store's
     ``control`` table, written by ``nb2prod promote/rollback`` or the admin endpoints)
     switches it, or sends a share of the rows to a canary, without a restart. Routing
     is per row, by a hash of its request id, so a retried request takes the same route.
@@ -74,8 +85,10 @@ class Runtime:
         model_paths: str | Path | Mapping[str, str | Path],
         *,
         background: bool = True,
+        source_dir: str | Path | None = None,
     ) -> None:
         manifest = Manifest.coerce(manifest)
+        self.source_dir = Path(source_dir) if source_dir is not None else bento_source_dir()
         self.manifest = manifest
         self.schema = list(manifest.schema)
         self.columns = manifest.columns
@@ -94,6 +107,8 @@ class Runtime:
         self.canary: tuple[str, float] | None = (canary.version, canary.percent) if canary else None
         self.exported_ts = _iso_ts(manifest.exported_at)
         self.control_seen: dict[str, float] = {}
+        self.control_refusals: dict[str, str] = {}
+        self._waiting: set[str] = set()
         self.fallbacks: dict[str, int] = {}
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -103,6 +118,20 @@ class Runtime:
             self._load()
 
     def _load(self) -> None:
+        if self.source_dir is not None:
+            try:
+                verify_source(self.source_dir)
+            except IntegrityError as exc:
+                # the contract itself is not what was built: no version may answer under it
+                for slot in self.slots.values():
+                    slot.failure = f"integrity check failed: {exc}"
+                logger.error(
+                    "nb2prod: model %s NOT SERVED: the Bento's source failed its integrity check: %s",
+                    self.manifest.name,
+                    exc,
+                )
+                return
+            logger.info("nb2prod: the Bento's source matches its tag (%s)", self.source_dir)
         for slot in self.slots.values():
             slot.load()
 
@@ -162,7 +191,14 @@ class Runtime:
         self.canary = (slot.version, float(percent))
 
     def apply_control(self, control: Mapping[str, tuple[Any, float]]) -> list[str]:
-        """Follow switches set after this Bento was exported; returns what changed (for the log)."""
+        """Follow switches set after this Bento was exported; returns what changed (for the log).
+
+        A switch to a version that is carried but still loading (a restart reads the control
+        table before the models are verified) is retried on every call until the version is
+        loaded, then applied: the service converges to the control table. A switch that cannot
+        be followed (not carried, failed its integrity check) is logged once and recorded in
+        ``control_refusals`` (shown in /metadata, read by ``nb2prod promote``).
+        """
         changed: list[str] = []
         for name in ("active", "canary"):
             if name not in control:
@@ -170,19 +206,44 @@ class Runtime:
             value, at = control[name]
             if at <= self.exported_ts or self.control_seen.get(name) == at:
                 continue
-            self.control_seen[name] = at
             try:
                 if name == "active":
+                    if self._still_loading(str(value)):
+                        self._note_waiting(name, str(value))
+                        continue
                     if str(value) != self.active:
                         self.set_active(str(value))
-                        changed.append(f"active model is now version {self.active}")
+                        changed.append(f"active model is now version {self.active} (control table)")
                 else:
                     value = value or {}
-                    self.set_canary(value.get("version"), float(value.get("percent") or 0))
-                    changed.append(f"canary: {self.canary_state()}")
+                    version = value.get("version")
+                    if version is not None and self._still_loading(str(version)):
+                        self._note_waiting(name, str(version))
+                        continue
+                    if version is not None and str(version) == self.active:
+                        # a canary of the active version is stale (the version was promoted since)
+                        self.canary = None
+                    else:
+                        self.set_canary(version, float(value.get("percent") or 0))
+                    changed.append(f"canary: {self.canary_state()} (control table)")
+                self.control_refusals.pop(name, None)
             except ValueError as exc:
+                self.control_refusals[name] = str(exc)
                 logger.error("nb2prod: cannot follow the %s switch: %s", name, exc)
+            self.control_seen[name] = at
+            self._waiting.discard(name)
         return changed
+
+    def _still_loading(self, version: str) -> bool:
+        slot = self.slots.get(version)
+        return slot is not None and not slot.ready and slot.failure is None
+
+    def _note_waiting(self, name: str, version: str) -> None:
+        if name not in self._waiting:
+            self._waiting.add(name)
+            logger.warning(
+                "nb2prod: the %s switch to version %s waits until that version is loaded", name, version
+            )
 
     def canary_state(self) -> dict[str, Any] | None:
         return {"version": self.canary[0], "percent": self.canary[1]} if self.canary else None
@@ -228,9 +289,12 @@ class Runtime:
                     data[name] = pd.array(values, dtype=dtype) if dtype else np.array(values)  # type: ignore[call-overload]
                 except (TypeError, ValueError):
                     data[name] = np.array(values, dtype=object)
-            elif kind == "category":
+            elif kind == "category" and dtype in ("", "category"):
                 cats = column.categories or None
                 data[name] = pd.Categorical(values, categories=cats, ordered=bool(column.ordered))
+            elif kind == "category" and dtype not in ("object", "str"):
+                # a string column the export closed to its categories: the model's own dtype
+                data[name] = pd.array(values, dtype=dtype)  # type: ignore[call-overload]
             elif kind == "datetime":
                 data[name] = pd.to_datetime(values)
             else:
@@ -310,6 +374,8 @@ class Runtime:
                 for v, slot in self.slots.items()
             },
             "canary": self.canary_state(),
+            "control_refusals": dict(self.control_refusals),
+            "worker_pid": os.getpid(),
             "fallbacks": dict(self.fallbacks),
             "model_uri": manifest.model_uri,
             "alias": manifest.alias,

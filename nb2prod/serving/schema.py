@@ -10,13 +10,19 @@ Each column of the training data (minus the target) becomes a field:
 * ``string`` / ``datetime``: a string / an ISO timestamp.
 
 Nullable columns accept ``null``; the others refuse it. Unknown keys are refused.
+
+A request id (what ``/predict`` answers with and ``/feedback`` / ``nb2prod feedback`` take
+back) is 1-64 letters, digits, ``.``, ``_`` or ``-``: :func:`request_id_problem` is the one
+check of both.
+
 This module runs inside the service: it imports nothing from nb2prod.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -26,6 +32,34 @@ from .manifest import Column
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 REQUEST_ID_FIELD = "nb2prod_request_id"
+REQUEST_ID_MAX = 64
+REQUEST_ID_RULE = r"^[A-Za-z0-9._-]{1,64}$"
+_REQUEST_ID = re.compile(REQUEST_ID_RULE)
+
+
+def request_id_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a request id, or None when it is one.
+
+    The message names the rule and never echoes the value (it may be huge or hostile).
+    """
+    if not isinstance(value, str):
+        return f"a request id is a string, got {type(value).__name__}"
+    if not value:
+        return "the request id is empty"
+    if len(value) > REQUEST_ID_MAX:
+        return f"the request id has {len(value)} characters; at most {REQUEST_ID_MAX} are allowed"
+    if _REQUEST_ID.fullmatch(value) is None:
+        return "a request id holds only letters, digits, '.', '_' and '-'"
+    return None
+
+
+def validate_request_id(value: object) -> str:
+    """``value`` when it is a valid request id; ValueError naming the problem otherwise."""
+    problem = request_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    assert isinstance(value, str)
+    return value
 
 
 def _finite_check(allow_nan: bool, allow_inf: bool) -> Any:
@@ -119,10 +153,29 @@ def describe_errors(
     exc: ValidationError, schema_kinds: Mapping[str, str], *, prefix: str = "rows"
 ) -> tuple[str, list[dict[str, str]]]:
     """Turn a pydantic error into (reason, [{field, problem}]) without echoing the input."""
+    return describe_error_list(exc.errors(include_input=True, include_url=False), schema_kinds, prefix=prefix)
+
+
+def describe_error_list(
+    errors: Iterable[Mapping[str, Any]],
+    schema_kinds: Mapping[str, str],
+    *,
+    prefix: str = "rows",
+    strip: str | None = None,
+) -> tuple[str, list[dict[str, str]]]:
+    """(reason, [{field, problem, reason}]) of pydantic-style error dicts (at most 20), input never echoed.
+
+    Used for FastAPI's ``RequestValidationError`` too: its ``loc`` starts with ``"body"``,
+    dropped with ``strip="body"``.
+    """
     problems: list[dict[str, str]] = []
     reasons: list[str] = []
-    for error in exc.errors(include_input=True, include_url=False)[:20]:
-        loc = error.get("loc", ())
+    for n, error in enumerate(errors):
+        if n >= 20:
+            break
+        loc = tuple(error.get("loc", ()))
+        if strip is not None and loc[:1] == (strip,):
+            loc = loc[1:]
         parts = [prefix]
         for item in loc:
             if isinstance(item, int):
@@ -134,7 +187,7 @@ def describe_errors(
                 parts.append(text)
         column = str(loc[-1]) if loc else ""
         reason = _reason(error, schema_kinds)
-        msg = str(error.get("msg", "invalid value"))
+        msg = _without_input(str(error.get("msg", "invalid value")))
         if error.get("input", 0) is None and reason == "type":
             # the input itself is never echoed; only whether it was null
             reason, msg = "null", "null is not allowed: the column had no missing values in the training data"
@@ -143,3 +196,9 @@ def describe_errors(
         reasons.append(reason)
         problems.append({"field": ".".join(parts), "problem": msg, "reason": reason})
     return (reasons[0] if reasons else "invalid"), problems
+
+
+def _without_input(msg: str) -> str:
+    """A pydantic message cut where it would quote the input (``..., input_value=...``), bounded."""
+    msg = msg.split(", input_value=", 1)[0].split(" [type=", 1)[0]
+    return msg if len(msg) <= 300 else msg[:297] + "..."

@@ -1,9 +1,11 @@
 """The prediction store of a service: predictions, drift sketches, feedback, events, control.
 
 One store per served model: a SQLite file (WAL mode, many workers share it) by
-default, any SQLAlchemy URL (PostgreSQL) at scale. The same SQL text serves both:
-parameters are named (``:name``, which sqlite3 and SQLAlchemy's ``text()`` both
-read) and the DDL differs only in three type names.
+default, PostgreSQL (``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB``, through
+SQLAlchemy; ``pip install 'nb2prod[postgres]'``) for replicas and teams. The same SQL
+text serves both: parameters are named (``:name``, which sqlite3 and SQLAlchemy's
+``text()`` both read) and the DDL differs only in three type names. The tables are
+versioned and migrated forward on open (``store_schema.py``).
 
 Tables:
 
@@ -47,59 +49,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .redact import redact_uri
+from .store_schema import (
+    MIGRATIONS,
+    PG_LOCK_KEY,
+    SCHEMA_VERSION,
+    Execute,
+    Migration,
+    PredictionStoreError,
+    migrate,
+    read_version,
+    refuse_newer,
+)
+
+__all__ = ["SCHEMA_VERSION", "PredictionStoreError", "Store", "prediction_store"]
+
 PREDICTION_COLUMN = "__prediction__"
 STORE_ENV = "NB2PROD_PREDICTION_STORE"
 STORE_DIR = "serving"
 STORE_FILE = "predictions.db"
 CONTROL_ACTIVE = "active"
 CONTROL_CANARY = "canary"
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS predictions (
-    seq {serial},
-    request_id VARCHAR(64) NOT NULL,
-    ts {real} NOT NULL,
-    monitor VARCHAR(200) NOT NULL,
-    model_version VARCHAR(64),
-    features TEXT NOT NULL,
-    prediction TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE TABLE IF NOT EXISTS sketches (
-    bucket BIGINT NOT NULL,
-    model_version VARCHAR(64) NOT NULL,
-    col VARCHAR(200) NOT NULL,
-    writer VARCHAR(64) NOT NULL,
-    n BIGINT NOT NULL,
-    counts {blob} NOT NULL,
-    PRIMARY KEY (bucket, model_version, col, writer)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    request_id VARCHAR(64) PRIMARY KEY,
-    ts {real} NOT NULL,
-    label TEXT NOT NULL,
-    source VARCHAR(200)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq {serial},
-    ts {real} NOT NULL,
-    kind VARCHAR(32) NOT NULL,
-    model_version VARCHAR(64),
-    reason VARCHAR(200),
-    field VARCHAR(200)
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE TABLE IF NOT EXISTS control (
-    name VARCHAR(64) PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_at {real} NOT NULL
-);
-"""
-_TYPES = {
-    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "blob": "BLOB"},
-    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "blob": "BYTEA"},
-}
+INSTALL_HINT = (
+    "pip install 'nb2prod[postgres]' (in a Bento: add psycopg[binary] and sqlalchemy to its packages)"
+)
+_SQLITE_PREFIXES = ("sqlite:///", "sqlite+pysqlite:///")
+_UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a table that does not exist
 
 SQL_INSERT_PREDICTION = (
     "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction) "
@@ -112,7 +87,7 @@ SQL_UPSERT_SKETCH = (
 )
 SQL_UPSERT_FEEDBACK = (
     "INSERT INTO feedback (request_id, ts, label, source) VALUES (:request_id, :ts, :label, :source) "
-    "ON CONFLICT (request_id) DO UPDATE SET ts = excluded.ts, label = excluded.label, source = excluded.source"
+    "ON CONFLICT (request_id) DO NOTHING"  # the first label of a request id is kept
 )
 SQL_INSERT_EVENT = (
     "INSERT INTO events (ts, kind, model_version, reason, field) "
@@ -142,72 +117,207 @@ def prediction_store(name: str, bentoml_home: str | Path | None = None) -> str:
 
 
 def is_sqlite_file(location: str) -> bool:
-    """A plain path or ``sqlite:///path``: written with sqlite3 directly (WAL)."""
-    return location.startswith("sqlite:///") or "://" not in location
+    """A plain path, ``sqlite:///path`` or ``sqlite+pysqlite:///path``: written with sqlite3 directly (WAL)."""
+    return location.startswith(_SQLITE_PREFIXES) or "://" not in location
 
 
 def store_path(location: str) -> Path:
     """A SQLite store location (``sqlite:///abs/path`` or a plain path) as a file path."""
-    if location.startswith("sqlite:///"):
-        return Path(location[len("sqlite:///") :])
+    for prefix in _SQLITE_PREFIXES:
+        if location.startswith(prefix):
+            return Path(location[len(prefix) :])
     return Path(location)
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A SQLite connection in WAL mode with a busy timeout (many workers share one file)."""
+def _sqlite_execute(conn: sqlite3.Connection) -> Execute:
+    def execute(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in conn.execute(sql, dict(params or {})).fetchall()]
+
+    return execute
+
+
+def connect(
+    path: Path, *, readonly: bool = False, migrations: Sequence[Migration] = MIGRATIONS
+) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode with a busy timeout (many workers share one file).
+
+    Read-write, the store is migrated to the last of ``migrations`` first (under
+    ``BEGIN IMMEDIATE``: one opener migrates, the others wait and find it current).
+    Read-only opens never migrate; both refuse a store newer than this code.
+
+    Raises:
+        PredictionStoreError: the store's schema is newer than ``migrations``.
+    """
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+        try:
+            refuse_newer(read_version(_sqlite_execute(conn), "sqlite"), str(path), migrations[-1].version)
+        except BaseException:
+            conn.close()
+            raise
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_DDL.format(**_TYPES["sqlite"]))
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate_sqlite(conn, str(path), migrations)
+        except BaseException:
+            conn.close()
+            raise
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
 
 
+def _migrate_sqlite(conn: sqlite3.Connection, location: str, migrations: Sequence[Migration]) -> None:
+    execute = _sqlite_execute(conn)
+    version = read_version(execute, "sqlite")
+    if version is not None and version >= migrations[-1].version:
+        refuse_newer(version, location, migrations[-1].version)
+        return
+    conn.execute("BEGIN IMMEDIATE")  # the write lock: a second opener waits here, then finds it current
+    try:
+        migrate(execute, "sqlite", location, migrations)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+# -- SQLAlchemy (PostgreSQL) ---------------------------------------------------------------
+
 _engines: dict[str, Any] = {}
+_migrated: set[tuple[str, int]] = set()
 _engines_lock = threading.Lock()
 
 
-def _engine(url: str) -> Any:
+def _engine_url(location: str) -> str:
+    """The URL SQLAlchemy is given: PostgreSQL without a driver named means psycopg (3), our extra."""
+    for prefix in ("postgres://", "postgresql://"):
+        if location.startswith(prefix):
+            return "postgresql+psycopg://" + location[len(prefix) :]
+    return location
+
+
+def _engine(location: str) -> Any:
+    """The process's engine for ``location`` (created once; no connection is made here).
+
+    Raises:
+        PredictionStoreError: not a PostgreSQL URL, or SQLAlchemy or the driver is missing.
+    """
+    with _engines_lock:
+        if location in _engines:
+            return _engines[location]
+        shown = redact_uri(location)
+        try:
+            import sqlalchemy as sa
+        except ImportError:
+            raise PredictionStoreError(
+                f"the prediction store {shown} needs SQLAlchemy, which is not installed", hint=INSTALL_HINT
+            ) from None
+        try:
+            url = sa.engine.make_url(_engine_url(location))
+        except sa.exc.ArgumentError:
+            url = None
+        if url is None or url.get_backend_name() != "postgresql":
+            raise PredictionStoreError(
+                f"unsupported prediction store {shown!r}",
+                hint=f"{STORE_ENV} takes a SQLite file path, sqlite:///PATH, or "
+                "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE",
+            )
+        try:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as exc:
+            raise PredictionStoreError(
+                f"the PostgreSQL prediction store {shown} needs the {url.get_driver_name()} driver ({exc})",
+                hint=INSTALL_HINT,
+            ) from None
+        _engines[location] = engine
+        return engine
+
+
+def _ready_engine(location: str, migrations: Sequence[Migration]) -> Any:
+    """The engine, with the store migrated to the last of ``migrations`` once per process."""
+    engine = _engine(location)
+    key = (location, migrations[-1].version)
+    if key in _migrated:
+        return engine
     import sqlalchemy as sa
 
     with _engines_lock:
-        if url not in _engines:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-            types = _TYPES["postgresql" if engine.dialect.name == "postgresql" else "sqlite"]
+        if key not in _migrated:
             with engine.begin() as conn:
-                for statement in _DDL.format(**types).split(";"):
-                    if statement.strip():
-                        conn.execute(sa.text(statement))
-            _engines[url] = engine
-        return _engines[url]
+                # held until this transaction ends: concurrent openers (replicas) wait, then find it current
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+                migrate(_sa_execute(conn), "postgresql", redact_uri(location), migrations)
+            _migrated.add(key)
+    return engine
+
+
+def _sa_execute(conn: Any) -> Execute:
+    import sqlalchemy as sa
+
+    def execute(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        result = conn.execute(sa.text(sql), dict(params or {}))
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+    return execute
 
 
 class Store:
     """A handle on one prediction store; thread-safe (one lock around the SQLite connection).
 
     Args:
-        location: A file path, ``sqlite:///path`` or a SQLAlchemy URL.
-        readonly: Open an existing SQLite file read-only (a missing file reads as empty).
+        location: A file path, ``sqlite:///path`` or a ``postgresql+psycopg://`` URL.
+        readonly: Open an existing SQLite file read-only (a missing file reads as empty); read-only
+            handles never migrate (on PostgreSQL they read tables not created yet as empty).
+        migrations: The schema this code writes (:data:`store_schema.MIGRATIONS`; tests add steps).
+
+    Raises:
+        PredictionStoreError: a URL nb2prod cannot use, or its driver is not installed (raised
+            here, before any connection); later, on first use, a store newer than this code.
     """
 
-    def __init__(self, location: str, *, readonly: bool = False) -> None:
+    def __init__(
+        self, location: str, *, readonly: bool = False, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> None:
         self.location = location
         self.readonly = readonly
+        self.migrations = tuple(migrations)
         self._sqlite = is_sqlite_file(location)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._version_checked = False
+        if not self._sqlite:
+            _engine(location)
 
     def _connection(self) -> sqlite3.Connection | None:
         if self._conn is None:
             path = store_path(self.location)
             if self.readonly and not path.exists():
                 return None
-            self._conn = connect(path, readonly=self.readonly)
+            self._conn = connect(path, readonly=self.readonly, migrations=self.migrations)
         return self._conn
+
+    def _sa_engine(self) -> Any:
+        if self.readonly:
+            engine = _engine(self.location)
+            if not self._version_checked:  # once per handle: readers never migrate, but refuse newer
+                with engine.connect() as conn:
+                    version = read_version(_sa_execute(conn), "postgresql")
+                refuse_newer(version, redact_uri(self.location), self.migrations[-1].version)
+                self._version_checked = True
+            return engine
+        return _ready_engine(self.location, self.migrations)
+
+    def schema_version(self) -> int | None:
+        """The store's schema version (None: a read-only SQLite file that does not exist yet)."""
+        if self._sqlite:
+            with self._lock:
+                conn = self._connection()
+                return None if conn is None else read_version(_sqlite_execute(conn), "sqlite")
+        with self._sa_engine().connect() as conn:
+            return read_version(_sa_execute(conn), "postgresql")
 
     def write(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run ``sql`` once per row of named parameters, in one transaction."""
@@ -222,11 +332,11 @@ class Store:
             return
         import sqlalchemy as sa
 
-        with _engine(self.location).begin() as conn:
+        with self._sa_engine().begin() as conn:
             conn.execute(sa.text(sql), [dict(r) for r in rows])
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Rows of a SELECT (an empty list when a read-only SQLite store does not exist yet)."""
+        """Rows of a SELECT (an empty list when a read-only store has no tables yet)."""
         if self._sqlite:
             with self._lock:
                 conn = self._connection()
@@ -240,8 +350,13 @@ class Store:
                     raise
         import sqlalchemy as sa
 
-        with _engine(self.location).connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
+        with self._sa_engine().connect() as conn:
+            try:
+                return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
+            except sa.exc.ProgrammingError as exc:
+                if self.readonly and getattr(exc.orig, "sqlstate", None) == _UNDEFINED_TABLE:
+                    return []
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -252,7 +367,8 @@ class Store:
     # -- convenience on top of write/query ------------------------------------------------
 
     def add_feedback(self, labels: Iterable[tuple[str, Any]], *, source: str, ts: float | None = None) -> int:
-        """Store ground truth ``(request_id, label)`` pairs; returns how many."""
+        """Store ground truth ``(request_id, label)`` pairs (the first label of an id is kept, a later
+        one ignored: see ``serving/feedback.py`` for counting them); returns how many were offered."""
         now = time.time() if ts is None else ts
         rows = [
             {"request_id": str(rid), "ts": now, "label": json.dumps(label), "source": source}

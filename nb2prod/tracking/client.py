@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nb2prod.config import Settings
 from nb2prod.exceptions import Nb2ProdError, StoreError
+from nb2prod.serving.redact import redact_uri
 from nb2prod.tracking import names
 
 if TYPE_CHECKING:
@@ -49,16 +50,6 @@ def store_call(settings: Settings, *, what: str, not_recorded: str) -> Iterator[
             not_recorded=not_recorded,
             hint="check that the store is reachable and has space, then run the same command again",
         ) from exc
-
-
-def redact_uri(uri: str) -> str:
-    """Hide a password in a store URI before it is shown or recorded."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return uri
 
 
 def client(settings: Settings) -> MlflowClient:

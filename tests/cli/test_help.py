@@ -28,6 +28,7 @@ def test_every_command_is_registered_on_the_console_script_group() -> None:
         "retrain",
         "rollback",
         "run",
+        "score",
         "serve",
         "sweep",
     ]

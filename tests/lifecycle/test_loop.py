@@ -44,11 +44,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 20, 21, 22, 23, 30]]
 rng = np.random.default_rng(0)
-frame.insert(0, "site", rng.choice(["clinic-a", "clinic-b", "clinic-c"], len(frame)).astype(object))
+# 30 sites: more than export closes into a category set, so an unseen site reaches the model
+frame.insert(0, "site", rng.choice([f"clinic-{i}" for i in range(30)], len(frame)).astype(object))
 train, test = train_test_split(frame, test_size=0.3, random_state=42, stratify=frame.target)""",
     "%nb2prod data train --role train --target target\n%nb2prod data test --role test --target target",
     """X = train.drop(columns="target")
-pre = ColumnTransformer([("site", OneHotEncoder(handle_unknown=unknown), ["site"])], remainder="passthrough")
+pre = ColumnTransformer(
+    [("site", OneHotEncoder(handle_unknown=unknown, sparse_output=False), ["site"])], remainder="passthrough"
+)
 clf = make_pipeline(pre, StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X, train.target)""",
     "%nb2prod model clf --name tumor",
     """rows = json.loads(test.drop(columns="target").to_json(orient="records"))

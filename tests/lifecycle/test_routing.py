@@ -115,3 +115,43 @@ def test_writer_sketches_every_row_and_flushes_when_traffic_pauses(
     report = build_report(store, manifest)
     assert report.source == "sketches" and report.rows == 120
     writer.close()
+
+
+def test_a_switch_read_while_its_version_loads_is_applied_once_loaded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a restart: the follower reads the control table before version 1 is verified and loaded
+    runtime = _runtime()
+    loading = runtime.slots["1"]
+    loading.ready, loading.failure = False, None
+    control = {"active": ("1", time.time())}
+    with caplog.at_level("WARNING", logger="nb2prod.serving"):
+        assert runtime.apply_control(control) == []
+        assert runtime.apply_control(control) == []
+    assert runtime.active == "2" and "waits until that version is loaded" in caplog.text
+    assert caplog.text.count("waits until") == 1  # said once, not every second
+    loading.ready = True
+    changed = runtime.apply_control(control)
+    assert runtime.active == "1" and changed == ["active model is now version 1 (control table)"]
+    assert runtime.metadata()["control_refusals"] == {}
+
+
+def test_a_switch_to_a_version_that_failed_is_refused_and_reported() -> None:
+    runtime = _runtime()
+    broken = runtime.slots["1"]
+    broken.ready, broken.failure = False, "integrity check failed: file model.skops has sha256:..."
+    assert runtime.apply_control({"active": ("1", time.time())}) == []
+    assert runtime.active == "2"
+    refusal = runtime.metadata()["control_refusals"]["active"]
+    assert "not loaded" in refusal and "integrity check failed" in refusal
+
+
+def test_a_canary_record_of_the_version_made_active_is_stale_not_a_refusal() -> None:
+    runtime = _runtime()
+    now = time.time()
+    # /admin/active made 1 active after a canary of 1 was set: the canary record is stale
+    changed = runtime.apply_control(
+        {"active": ("1", now), "canary": ({"version": "1", "percent": 10}, now - 5)}
+    )
+    assert runtime.active == "1" and runtime.canary is None
+    assert runtime.control_refusals == {} and changed[-1] == "canary: None (control table)"

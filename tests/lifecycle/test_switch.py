@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,25 @@ def test_rollback_toggles_like_rollout_undo_and_refuses_without_history(project:
     canary = lifecycle.promote("m", "1", canary=25)
     assert canary.active == "2" and canary.canary == {"version": "1", "percent": 25.0}
     assert registry.alias_version(client, "m", "challenger") == "1"
+
+
+def test_recorded_services_forget_dead_processes_and_a_stopped_one_is_not_waited_for(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from nb2prod.config import load_settings
+    from nb2prod.export.serve import free_port
+    from nb2prod.lifecycle.services import await_switch, record_service, recorded_services
+
+    settings = load_settings(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record_service(settings, "m", url="http://127.0.0.1:1", pid=dead.pid, tag="m:v1-0")
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    record_service(settings, "m", url=url, pid=os.getpid(), tag="m:v1-0")
+    running = recorded_services(settings, "m")
+    assert [r["url"] for r in running] == [url]  # the dead one's record is gone
+    started = time.monotonic()
+    (ack,) = await_switch(running, "2", None, timeout=5)
+    assert not ack.reachable and not ack.followed and time.monotonic() - started < 3

@@ -350,3 +350,14 @@ def test_plain_bentoml_serve_logs_where_nb2prod_monitor_reads(
     assert done.returncode in (0, 1), done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["rows"] == len(ids), report
+
+
+def test_admin_endpoints_are_off_without_a_token(service: Service) -> None:
+    """This module's service has no NB2PROD_ADMIN_TOKEN: a switch is refused with 403, as documented."""
+    doc = json.loads(service.get("/docs.json")[1])
+    documented = doc["paths"]["/admin/active"]["post"]["responses"]
+    for auth in ({}, {"Authorization": "Bearer anything"}):
+        status, raw, _ = service.post("/admin/active", json.dumps({"version": "1"}).encode(), headers=auth)
+        out = json.loads(raw)
+        assert status == 403 and "403" in documented
+        assert out["error"] == "forbidden" and "NB2PROD_ADMIN_TOKEN" in out["message"]
