@@ -150,3 +150,85 @@ def test_nb2prod_monitor_reads_the_postgresql_store(
     assert password not in out.stdout + out.stderr
     # the version table of the report counts every row the service logged into PostgreSQL
     assert re.search(rf"^1 +{logged} +100\.0%", out.stdout, re.M), out.stdout[-3000:]
+
+
+OUTAGE_S = 30
+
+
+def test_a_30_s_postgresql_outage_loses_no_answered_row(
+    captured_project: CapturedProject, pg_service: Service, pg_url: str
+) -> None:
+    """The store's database refuses every connection for 30 s (its open connections killed,
+    new ones refused, as in a restart): the service keeps answering, stays ready, says logging
+    is degraded, and afterwards every answered row is in PostgreSQL exactly once.
+
+    Runs last in the module: the outage is of this module's own database only.
+    """
+    import threading
+
+    import psycopg
+
+    from tests.pg import libpq_url, with_database
+
+    rows = captured_project.data["expected"]["rows"]
+    database = libpq_url(pg_url).rsplit("/", 1)[1].split("?", 1)[0]
+    admin = libpq_url(with_database(pg_url, "postgres"))
+    tag = f"out-{uuid.uuid4().hex[:8]}"
+    answered: list[str] = []
+    seen: dict[str, set[int]] = {"ready": set(), "degraded": set()}
+    down, up = threading.Event(), threading.Event()
+
+    def outage() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+            down.set()
+            time.sleep(OUTAGE_S)
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            up.set()
+
+    def client(worker: int) -> None:
+        i = 0
+        while not up.is_set() and i < 2000:  # bounded: ~40 s of 4 clients at most
+            rid = f"{tag}-{worker}-{i}"
+            status, raw, _ = pg_service.post(
+                "/predict", json.dumps(rows[i % len(rows)]).encode(), headers={"X-Request-ID": rid}
+            )
+            assert status == 200, raw[:300]
+            answered.append(json.loads(raw)[0]["request_id"])
+            i += 1
+            time.sleep(0.02)
+
+    cut = threading.Thread(target=outage)
+    clients = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(1.0)
+    cut.start()
+    assert down.wait(30)
+    while not up.is_set():
+        seen["ready"].add(pg_service.get("/readyz")[0])
+        metrics = pg_service.get("/metrics")[1].decode(errors="replace")
+        found = re.search(r"^nb2prod_monitor_degraded(?:\{[^}]*\})? ([0-9.]+)", metrics, re.M)
+        if found:
+            seen["degraded"].add(int(float(found.group(1))))
+        time.sleep(1.0)
+    cut.join()
+    for thread in clients:
+        thread.join(60)
+    assert seen["ready"] == {200}  # /readyz stayed ready all through the outage
+    assert 1 in seen["degraded"]  # and /metrics said logging was degraded
+    assert len(answered) > 100
+    logged = _wait(
+        pg_url,
+        "SELECT request_id, count(*) FROM predictions WHERE request_id LIKE %(tag)s GROUP BY request_id",
+        {"tag": f"{tag}-%"},
+        lambda r: len(r) >= len(answered),
+        timeout=90,
+    )
+    counts = dict(logged)
+    assert sorted(counts) == sorted(answered)  # every answered row is in the store...
+    assert set(counts.values()) == {1}  # ...exactly once
