@@ -27,8 +27,8 @@ def test_example_notebook_records_environment_data_and_model(project: Path, clie
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from nb2prod.capture.environment import code_digest
     from nb2prod.capture.hashing import digest_frame
+    from nb2prod.capture.notebook import code_digest
     from nb2prod.demo import write_example
 
     notebook = write_example(project / "notebooks" / "train.ipynb")

@@ -26,28 +26,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nb2prod.capture._records import require_field, sha256_digest
-from nb2prod.capture.distributions import (
-    imported_distributions,
-    installed_distributions,
-    requirements_txt,
-)
+from nb2prod.capture.distributions import imported_distributions, installed_distributions
 from nb2prod.capture.git import GitInfo, git_info
-from nb2prod.capture.notebook import NotebookInfo, code_digest, imports_in_code, notebook_info
+from nb2prod.capture.notebook import NotebookInfo, imports_in_code, notebook_info
 
-# Re-exported: GitInfo (a snapshot field) and the names callers import from here today.
+# GitInfo is re-exported: it is a snapshot field.
 __all__ = [
     "DiffEntry",
     "EnvironmentDiff",
     "EnvironmentSnapshot",
     "GitInfo",
     "PackageChange",
-    "code_digest",
     "diff",
     "environment_json",
-    "imported_distributions",
-    "imports_in_code",
-    "notebook_info",
-    "requirements_txt",
     "snapshot",
 ]
 

@@ -114,7 +114,7 @@ def reproduce(
 
 def _snapshot_of(client: MlflowClient, run: Any, folder: Path) -> Path:
     """The notebook as it was when ``run`` ran: its stored snapshot, else the file if unchanged."""
-    from nb2prod.capture import environment
+    from nb2prod.capture.notebook import notebook_info
 
     try:
         local = client.download_artifacts(run.info.run_id, names.SOURCE_ARTIFACT, dst_path=str(folder))
@@ -124,7 +124,7 @@ def _snapshot_of(client: MlflowClient, run: Any, folder: Path) -> Path:
     key = run.data.tags.get(names.TAG_NOTEBOOK)
     recorded = run.data.tags.get(names.TAG_NOTEBOOK_DIGEST)
     if key and recorded and Path(key).is_file():
-        info, _ = environment.notebook_info(notebook_path=key)
+        info, _ = notebook_info(notebook_path=key)
         if info is not None and info.code_digest == recorded:
             target = folder / Path(key).name
             shutil.copyfile(key, target)

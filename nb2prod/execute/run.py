@@ -302,9 +302,9 @@ def _run_tags(
     extra_tags: Mapping[str, str] | None,
     link: str | None,
 ) -> dict[str, str]:
-    from nb2prod.capture import environment
+    from nb2prod.capture.notebook import notebook_info
 
-    digest = environment.notebook_info(notebook_path=source)[0]
+    digest = notebook_info(notebook_path=source)[0]
     tags = {
         names.TAG_KIND: "run",
         names.TAG_NOTEBOOK: key,

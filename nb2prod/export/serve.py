@@ -50,14 +50,6 @@ class ServeCommand:
     prediction_store: str
 
 
-def prediction_store(settings: Settings, name: str) -> str:
-    """Where the service of ``name`` in this project logs (:func:`nb2prod.serving.store.prediction_store`).
-
-    Kept for callers of the old signature; the default itself is defined once, in serving.
-    """
-    return _default_store(name, settings.bentoml_home)
-
-
 def serve_command(
     name: str,
     *,

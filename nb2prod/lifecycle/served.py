@@ -23,9 +23,9 @@ __all__ = ["carried_versions", "monitor", "served_manifest", "store_location"]
 
 def store_location(settings: Settings, name: str) -> str:
     """The prediction store ``nb2prod serve NAME`` logs to (``NB2PROD_PREDICTION_STORE`` overrides)."""
-    from nb2prod.export.serve import prediction_store
+    from nb2prod.serving.store import prediction_store
 
-    return prediction_store(settings, name)
+    return prediction_store(name, settings.bentoml_home)
 
 
 def served_manifest(settings: Settings, name: str) -> tuple[str, Manifest]:

@@ -125,8 +125,8 @@ class PredictionStoreMonitor(MonitorBase[Any]):
         features = [c for c in self._features if c in columns]
         predictions = [c for c in self._predictions if c in columns]
         waiter = _Waiter(n) if self.durable else None
-        for i in range(n):
-            self.writer.put(
+        self.writer.put_many(
+            [
                 (
                     str(ids[i]),
                     float(stamps[i]),
@@ -134,9 +134,11 @@ class PredictionStoreMonitor(MonitorBase[Any]):
                     str(versions[i]),
                     {c: columns[c][i] for c in features},
                     {c: columns[c][i] for c in predictions},
-                ),
-                waiter,
-            )
+                )
+                for i in range(n)
+            ],
+            waiter,
+        )
         if waiter is not None and not waiter.wait(DURABLE_WAIT_S):
             logger.error("nb2prod: durable mode: %d rows not committed after %.0f s", n, DURABLE_WAIT_S)
 

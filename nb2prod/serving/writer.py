@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .manifest import Manifest
@@ -226,18 +226,26 @@ class _Writer:
 
     def put(self, row: tuple[Any, ...], waiter: _Waiter | None = None) -> None:
         """Queue a prediction row (request_id, ts, monitor, version, features, prediction)."""
-        encoded = dict(zip(INSERT_COLUMNS, (*row[:4], _encode(row[4]), _encode(row[5])), strict=True))
-        if self.spool is not None:
+        self.put_many([row], waiter)
+
+    def put_many(self, rows: Sequence[tuple[Any, ...]], waiter: _Waiter | None = None) -> None:
+        """Queue the prediction rows of one batch: one spool write for all of them, then the queue."""
+        encoded = [
+            dict(zip(INSERT_COLUMNS, (*row[:4], _encode(row[4]), _encode(row[5])), strict=True))
+            for row in rows
+        ]
+        if self.spool is not None and encoded:
             try:
-                self.spool.append([encoded])
+                self.spool.append(encoded)
             except (OSError, ValueError) as exc:  # disk full, or the writer already stopped
                 logger.error("nb2prod: the spool cannot be written: %s", redact_text(str(exc)))
-        try:
-            self.queue.put_nowait((*row, encoded, waiter))
-        except queue.Full:
-            self._lost_in_memory(1)
-            if waiter is not None:
-                self._release([(*row, encoded, waiter)], synced=False)
+        for row, enc in zip(rows, encoded, strict=True):
+            try:
+                self.queue.put_nowait((*row, enc, waiter))
+            except queue.Full:
+                self._lost_in_memory(1)
+                if waiter is not None:
+                    self._release([(*row, enc, waiter)], synced=False)
 
     def _lost_in_memory(self, n: int) -> None:
         """``n`` rows left memory unwritten: the spool replays them later, else they are dropped."""

@@ -252,7 +252,7 @@ def _metrics(estimator: Any, info: ModelInfo, X: Any, y: Any, prefix: str) -> di
 
 
 def _requirements(session: state.Session, info: ModelInfo) -> list[str]:
-    from nb2prod.capture.environment import imported_distributions
+    from nb2prod.capture.distributions import imported_distributions
 
     modules = state.user_modules(session.shell) | {info.class_name.split(".")[0], "numpy", "pandas"}
     if info.flavor == "sklearn":
@@ -264,7 +264,7 @@ def _requirements(session: state.Session, info: ModelInfo) -> list[str]:
 
 def _refresh_imported(session: state.Session) -> None:
     """Re-record the notebook's imports: cells run since ``start`` may have imported more."""
-    from nb2prod.capture.environment import imported_distributions, requirements_txt
+    from nb2prod.capture.distributions import imported_distributions, requirements_txt
     from nb2prod.tracking import client as tracking
 
     env = session.environment

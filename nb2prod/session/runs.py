@@ -102,6 +102,7 @@ def start(
         StoreError: The tracking store could not be reached or written; no session was opened.
     """
     from nb2prod.capture import environment as env_mod
+    from nb2prod.capture.distributions import requirements_txt
     from nb2prod.tracking import client as tracking
 
     settings = load_settings(home, tracking_uri=tracking_uri, experiment=experiment)
@@ -142,7 +143,7 @@ def start(
             settings, what="logging the environment", not_recorded=names.ENVIRONMENT_JSON
         ):
             tracking.log_json(client, run_id, snap.to_dict(), names.ENVIRONMENT_JSON)
-            client.log_text(run_id, env_mod.requirements_txt(snap), names.REQUIREMENTS_TXT)
+            client.log_text(run_id, requirements_txt(snap), names.REQUIREMENTS_TXT)
     except StoreError:
         if not attach_to:
             _fail_run(client, run_id)

@@ -153,7 +153,7 @@ def notebook_path(shell: Any, explicit: str | Path | None) -> Path | None:
 
 def user_modules(shell: Any) -> set[str]:
     """Top-level modules the notebook imported: import statements run, plus types of its objects."""
-    from nb2prod.capture.environment import imports_in_code
+    from nb2prod.capture.notebook import imports_in_code
 
     if shell is None:
         return {name.split(".")[0] for name in list(sys.modules) if not name.startswith("_")}

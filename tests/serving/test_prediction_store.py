@@ -15,15 +15,6 @@ import pytest
 from tests.monitoring.stores import T0, breast_cancer, held_out_store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty prediction store of each backend."""
-    if request.param == "sqlite":
-        return str(tmp_path / "predictions.db")
-    make: Callable[[str], str] = request.getfixturevalue("pg_fresh")
-    return make(request.node.name)
-
-
 @pytest.fixture(scope="module")
 def data() -> dict[str, Any]:
     return breast_cancer()

@@ -9,10 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from nb2prod.serving.store_schema import MIGRATIONS, SCHEMA_TABLE, SCHEMA_VERSION, ddl
 
@@ -33,14 +30,6 @@ def _v2(dialect):
 
 WITH_V2 = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test: counts its runs", _v2))
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "predictions.db")
-    make: Callable[[str], str] = request.getfixturevalue("pg_fresh")
-    return make(request.node.name)
 
 
 def raw_execute(location: str, statements: list[str]) -> list[tuple[object, ...]]:
