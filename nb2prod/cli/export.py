@@ -138,6 +138,26 @@ def serve_cmd(name: str, port: int, host: str, durable: bool, store: str | None,
     )
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     # exec keeps this pid: the record names the service's own process
-    record_service(settings, parse_ref(name)[0], url=f"http://{local}:{port}", pid=os.getpid(), tag=cmd.tag)
+    record_service(
+        settings,
+        parse_ref(name)[0],
+        url=f"http://{local}:{port}",
+        pid=os.getpid(),
+        tag=cmd.tag,
+        workers=workers or _configured_workers(cmd.env, cmd.tag),
+        store=cmd.prediction_store,
+    )
     sys.stdout.flush()
     os.execvpe(cmd.argv[0], cmd.argv, cmd.env)
+
+
+def _configured_workers(env: dict[str, str], tag: str) -> int | None:
+    """The workers ``BENTOML_CONFIG_OPTIONS`` gives the service: BentoML's default, 1, when it says
+    nothing; None when a BentoML configuration file may say otherwise."""
+    import re
+
+    service = re.escape(tag.split(":", 1)[0])
+    found = re.findall(rf'services\."?{service}"?\.workers=(\d+)', env.get("BENTOML_CONFIG_OPTIONS", ""))
+    if found:
+        return int(found[-1])
+    return None if env.get("BENTOML_CONFIG") else 1

@@ -61,8 +61,15 @@ def _inspect(path: Path) -> list[ParameterSpec] | None:
         return None
     import papermill
 
+    try:
+        inspected = papermill.inspect_notebook(str(path))
+    except ValueError as exc:  # papermill: "No kernel name found in notebook and no override provided."
+        raise UsageError(
+            f"cannot read the parameters of {path.name}: {exc}",
+            hint="open the notebook in Jupyter, choose a kernel and save it (its metadata then names the kernel)",
+        ) from None
     specs = []
-    for name, raw in papermill.inspect_notebook(str(path)).items():
+    for name, raw in inspected.items():
         type_name = str(raw.get("inferred_type_name") or "None")
         default = str(raw.get("default") or "")
         if type_name == "None":

@@ -1,22 +1,30 @@
 """The running services of a model in this project, and whether they follow a switch.
 
 ``nb2prod serve NAME`` records the service it starts (:func:`record_service`: a small JSON
-file under ``.nb2prod/serving/NAME/services/``, removed when its process is gone), so
-``nb2prod promote`` and ``rollback`` can ask every one of them, through ``/metadata``, whether
-it now serves what the control table says (:func:`await_switch`). A service started some
-other way (``bentoml serve TAG``, another machine) is not recorded: the switch still reaches
-it through the store, but nothing waits for it.
+file under ``.nb2prod/serving/NAME/services/``, removed when its process is gone; it holds
+the URL, the number of workers and the store it logs to with the password hidden, plus a
+digest of the full store URL), so ``nb2prod promote`` and ``rollback`` can ask every one of
+them, through ``/metadata``, whether it now serves what the control table says
+(:func:`await_switch`). A service started some other way (``bentoml serve TAG``, another
+machine) is not recorded: the switch still reaches it through the store, but nothing waits
+for it. A recorded service that logs to another store than the one the command wrote is
+named at once (the switch cannot reach it), not waited for.
 
 Each ``/metadata`` answer comes from one worker (it names its ``worker_pid``); the wait asks
-on fresh connections, so the workers of one service answer in turn, and it ends when every
-worker seen reports the switch, or one refused it (``control_refusals``: the version is not
-carried, or failed its integrity check), or the time is up. A recorded service where nothing
-listens any more is not waited for (only a reachable service can tell the truth).
+every service at once, on fresh connections, so the workers of one service answer in turn.
+It ends for a service when as many workers as it runs (recorded by ``nb2prod serve``; else
+every worker seen, over :data:`AGREEING_ANSWERS` agreeing answers) report the switch, or one
+refused it (``control_refusals``: the version is not carried, or failed its integrity check),
+or the time is up. A recorded service where nothing listens any more is not waited for (only
+a reachable service can tell the truth). Each worker's answer comes with the seconds from the
+start of the wait (the control table write) to its first answer showing the switch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,13 +34,23 @@ from typing import Any
 
 from nb2prod.config import Settings
 from nb2prod.export.bento_store import process_alive
+from nb2prod.serving.redact import redact_uri
 
-__all__ = ["ServiceAck", "await_switch", "record_service", "recorded_services", "services_dir"]
+__all__ = [
+    "ServiceAck",
+    "await_switch",
+    "record_service",
+    "recorded_services",
+    "services_dir",
+    "store_digest",
+]
 
 SERVICES_DIR = "services"
-# consecutive answers that must agree before a service counts as switched (its workers
-# answer in turn on fresh connections)
+# consecutive answers that must agree before a service of unknown size counts as switched
+# (its workers answer in turn on fresh connections)
 AGREEING_ANSWERS = 4
+# between two questions to one service
+_POLL_S = 0.05
 
 
 def services_dir(settings: Settings, name: str) -> Path:
@@ -40,13 +58,36 @@ def services_dir(settings: Settings, name: str) -> Path:
     return settings.bentoml_home.parent / "serving" / name / SERVICES_DIR
 
 
-def record_service(settings: Settings, name: str, *, url: str, pid: int, tag: str) -> Path:
-    """Record a service of ``name`` listening at ``url`` (process ``pid``, Bento ``tag``)."""
+def store_digest(location: str) -> str:
+    """A digest that tells two store locations apart without keeping the password in a file."""
+    return hashlib.sha256(str(location).encode()).hexdigest()[:16]
+
+
+def record_service(
+    settings: Settings,
+    name: str,
+    *,
+    url: str,
+    pid: int,
+    tag: str,
+    workers: int | None = None,
+    store: str | None = None,
+) -> Path:
+    """Record a service of ``name`` listening at ``url`` (process ``pid``, Bento ``tag``).
+
+    ``workers``: its worker processes (the wait then knows how many must answer);
+    ``store``: the prediction store it logs to (kept redacted, with a digest of the full URL).
+    """
     folder = services_dir(settings, name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pid}.json"
+    record: dict[str, Any] = {"url": url, "pid": pid, "tag": tag, "started": time.time()}
+    if workers is not None:
+        record["workers"] = int(workers)
+    if store is not None:
+        record.update(store=redact_uri(store), store_digest=store_digest(store))
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": pid, "tag": tag, "started": time.time()}), encoding="utf-8")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -76,12 +117,15 @@ class ServiceAck:
 
     Attributes:
         url: The service.
-        followed: Every worker seen reports the switch.
+        followed: Every worker (as many as it runs, when recorded) reports the switch.
         workers: Worker pid -> the version it serves (``"?"`` when it does not say).
-        refused: Why it did not follow (a worker's refusal, no answer, or the time ran out);
-            empty when it followed.
+        refused: Why it did not follow (a worker's refusal, another store, no answer, or the
+            time ran out); empty when it followed.
         reachable: False when nothing listens at ``url`` (a stopped service whose record
             remains): not waited for, and not a refusal.
+        switched_after: Worker pid -> seconds from the start of the wait (the control table
+            write) to that worker's first answer showing the switch.
+        expected_workers: The workers the service runs (None when not recorded).
     """
 
     url: str
@@ -89,6 +133,8 @@ class ServiceAck:
     workers: dict[str, str] = field(default_factory=dict)
     refused: str = ""
     reachable: bool = True
+    switched_after: dict[str, float] = field(default_factory=dict)
+    expected_workers: int | None = None
 
 
 class _Refused(Exception):
@@ -134,50 +180,108 @@ def _refusal(meta: dict[str, Any], canary: dict[str, Any] | None) -> str:
     return ""
 
 
-def await_switch(
-    services: list[dict[str, Any]], active: str, canary: dict[str, Any] | None, *, timeout: float
-) -> list[ServiceAck]:
-    """Wait (at most ``timeout`` seconds) until every service reports ``active`` and ``canary``."""
-    deadline = time.monotonic() + timeout
-    acks: list[ServiceAck] = []
-    for service in services:
-        url = str(service["url"])
-        workers: dict[str, str] = {}
-        agreeing = 0
-        reached = False
-        refused = ""
-        while True:
-            try:
-                meta = _metadata(url, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
-            except _Refused:
-                if not reached:
+def _await_one(
+    service: dict[str, Any],
+    active: str,
+    canary: dict[str, Any] | None,
+    *,
+    started: float,
+    deadline: float,
+    timeout: float,
+    store: str | None,
+) -> ServiceAck:
+    url = str(service["url"])
+    expected = service.get("workers")
+    expected = int(expected) if isinstance(expected, int) and expected > 0 else None
+    recorded_store = service.get("store_digest")
+    if store is not None and recorded_store and recorded_store != store_digest(store):
+        return ServiceAck(
+            url=url,
+            followed=False,
+            refused=f"it logs to another prediction store ({service.get('store', '?')}): set "
+            "NB2PROD_PREDICTION_STORE (or --store) to it and switch again",
+            expected_workers=expected,
+        )
+    workers: dict[str, str] = {}
+    after: dict[str, float] = {}
+    agreeing = 0
+    reached = False
+    refused = ""
+    while True:
+        try:
+            meta = _metadata(url, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+        except _Refused:
+            if not reached:
+                return ServiceAck(url=url, followed=False, reachable=False, expected_workers=expected)
+            meta = None  # it answered before: restarting, keep asking
+        if meta is not None:
+            reached = True
+            pid = str(meta.get("worker_pid", "?"))
+            workers[pid] = str(meta.get("model_version"))
+            if _matches(meta, active, canary):
+                agreeing += 1
+                after.setdefault(pid, round(time.monotonic() - started, 3))
+            else:
+                agreeing = 0
+                after.pop(pid, None)
+                refused = _refusal(meta, canary)
+                if refused:
+                    refused = f"worker {pid} refused: {refused}"
                     break
-                meta = None  # it answered before: restarting, keep asking
-            if meta is not None:
-                reached = True
-                pid = str(meta.get("worker_pid", "?"))
-                workers[pid] = str(meta.get("model_version"))
-                if _matches(meta, active, canary):
-                    agreeing += 1
-                else:
-                    agreeing = 0
-                    refused = _refusal(meta, canary)
-                    if refused:
-                        refused = f"worker {pid} refused: {refused}"
-                        break
-                if agreeing >= AGREEING_ANSWERS and all(v == active for v in workers.values()):
-                    break
-            if time.monotonic() >= deadline:
-                if not reached:
-                    refused = "did not answer /metadata"
-                else:
-                    late = {p: v for p, v in workers.items() if v != active} or workers
-                    serving = ", ".join(f"worker {p} serves v{v}" for p, v in sorted(late.items()))
-                    refused = f"did not switch within {timeout:g} s ({serving})"
+            switched = [p for p, v in workers.items() if v == active and p in after]
+            if len(switched) == len(workers) and (
+                len(switched) >= expected if expected else agreeing >= AGREEING_ANSWERS
+            ):
                 break
-            time.sleep(0.2)
-        if not reached and not refused:
-            acks.append(ServiceAck(url=url, followed=False, reachable=False))
-            continue
-        acks.append(ServiceAck(url=url, followed=not refused, workers=workers, refused=refused))
-    return acks
+        if time.monotonic() >= deadline:
+            if not reached:
+                refused = "did not answer /metadata"
+            else:
+                late = {p: v for p, v in workers.items() if v != active} or workers
+                serving = ", ".join(f"worker {p} serves v{v}" for p, v in sorted(late.items()))
+                seen = f"; {len(workers)} of {expected} workers answered" if expected else ""
+                refused = f"did not switch within {timeout:g} s ({serving}{seen})"
+            break
+        time.sleep(_POLL_S)
+    return ServiceAck(
+        url=url,
+        followed=not refused,
+        workers=workers,
+        refused=refused,
+        switched_after=after,
+        expected_workers=expected,
+    )
+
+
+def await_switch(
+    services: list[dict[str, Any]],
+    active: str,
+    canary: dict[str, Any] | None,
+    *,
+    timeout: float,
+    store: str | None = None,
+) -> list[ServiceAck]:
+    """Wait (at most ``timeout`` seconds) until every service reports ``active`` and ``canary``.
+
+    The services are asked at once (one thread each); the answers keep their order.
+    ``store``: the store whose control table was written; a service recorded with another
+    one is named at once.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    acks: list[ServiceAck | None] = [None] * len(services)
+
+    def ask(i: int) -> None:
+        acks[i] = _await_one(
+            services[i], active, canary, started=started, deadline=deadline, timeout=timeout, store=store
+        )
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(len(services))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 5)
+    return [
+        ack or ServiceAck(url=str(s["url"]), followed=False, refused="no answer in time")
+        for ack, s in zip(acks, services, strict=True)
+    ]

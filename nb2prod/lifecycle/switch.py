@@ -6,6 +6,12 @@ A running service follows the ``control`` table of its prediction store (every w
 polls it each second): ``promote`` and ``rollback`` write it, so a service whose Bento
 carries the version switches within seconds, with no rebuild and no restart.
 
+``promote NAME VERSION`` (and ``rollback NAME --to VERSION``) writes the control table
+*before* it asks the registry when the newest Bento carries VERSION (``import mlflow`` and
+the registry calls take seconds; the services need only the table), and puts the table back
+if the registry then refuses; every other switch moves the alias first and writes the table
+right after (the store is opened before the move, so the write is quick).
+
 When a service of the model runs in this project (``nb2prod serve`` records it,
 :mod:`nb2prod.lifecycle.services`), ``promote`` and ``rollback`` wait, bounded, until
 every one of its workers reports the new state, and the :class:`Switch` says which did
@@ -18,6 +24,8 @@ service as ``switch`` events of its store).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +39,7 @@ from nb2prod.serving.redact import redact_text, redact_uri
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from nb2prod.serving.store import Store
     from nb2prod.tracking.registry import AliasEvent
 
 __all__ = ["Switch", "history", "promote", "rollback"]
@@ -51,7 +60,8 @@ class Switch:
             within seconds.
         store: The prediction store whose control table was written (credentials hidden).
         services: What each running service of the model answered (empty when none is recorded
-            or nothing waited).
+            or nothing waited), each worker with the seconds it took to follow.
+        published_at: When the control table was written (epoch seconds).
     """
 
     name: str
@@ -63,6 +73,7 @@ class Switch:
     follows: bool
     store: str
     services: tuple[ServiceAck, ...] = ()
+    published_at: float = 0.0
 
     @property
     def refused(self) -> list[ServiceAck]:
@@ -105,42 +116,140 @@ def _check_version(client: MlflowClient, name: str, version: str) -> None:
 DEFAULT_WAIT_S = 10.0
 
 
-def _publish_switch(
-    settings: Settings,
-    name: str,
-    active: str,
-    canary: dict[str, Any] | None,
-    event: AliasEvent | None,
-    wait: float = DEFAULT_WAIT_S,
-) -> Switch:
-    from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, Store
+@dataclass
+class _Target:
+    """Where a switch goes, made ready before the alias moves (the write right after it is quick)."""
+
+    location: str
+    store: Store
+    tag: str | None
+    carried: list[str]
+    # set when the control table was written before the registry was asked (see _write_early)
+    written_at: float = 0.0
+    before: dict[str, tuple[Any, float]] = dataclasses.field(default_factory=dict)
+    keep: bool = False  # the early write agrees with the registry after all: not undone
+    # what the Bento serves when its control table has no switch (active, canary)
+    starts: tuple[str | None, dict[str, Any] | None] = (None, None)
+
+
+def _prepare(settings: Settings, name: str) -> _Target:
+    """The model's store, opened and migrated, and the versions its newest Bento carries."""
+    from nb2prod.serving.store import Store
 
     location = store_location(settings, name)
     tag: str | None
+    starts: tuple[str | None, dict[str, Any] | None] = (None, None)
     try:
         tag, manifest = served_manifest(settings, name)
         carried = carried_versions(manifest)
+        canary = manifest.serving.canary
+        starts = (manifest.model_version, canary.to_dict() if canary else None)
     except (ExportError, LifecycleError):  # no Bento (or none with a manifest): nothing follows yet
         tag, carried = None, []
     store = Store(location)
+    store.control()  # connect (and migrate a new or older store) now, not after the alias move
+    return _Target(location=location, store=store, tag=tag, carried=carried, starts=starts)
+
+
+def _write_early(settings: Settings, name: str, version: str) -> _Target | None:
+    """Switch the services to ``version`` before MLflow is even imported, when that is safe.
+
+    ``import mlflow`` and the registry calls take seconds; the running services need only
+    the control table. When the newest Bento carries ``version`` (so it is registered) and
+    the store's active version is another one, the table is written first; the registry
+    then moves the alias, and if that fails :func:`_undo_early` puts the table back.
+    None: nothing written (no Bento, a version it does not carry, the store unreachable).
+    """
+    from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, SQL_UPSERT_CONTROL
+
+    try:
+        target = _prepare(settings, name)
+    except Exception:  # the store or the Bento unreadable: the registry path says why
+        return None
+    try:
+        before = target.store.control()
+        current = before.get(CONTROL_ACTIVE, (None, 0.0))[0]
+        if version not in target.carried or (
+            current == version and before.get(CONTROL_CANARY, (None,))[0] is None
+        ):
+            target.store.close()
+            return None
+        now = time.time()
+        target.store.write(
+            SQL_UPSERT_CONTROL,
+            [
+                {"name": CONTROL_ACTIVE, "value": json.dumps(version), "updated_at": now},
+                {"name": CONTROL_CANARY, "value": json.dumps(None), "updated_at": now},
+            ],
+        )
+    except Exception:
+        target.store.close()
+        return None
+    return dataclasses.replace(target, written_at=now, before=before)
+
+
+def _undo_early(target: _Target) -> None:
+    """Put back the control rows :func:`_write_early` replaced (the registry refused the move)."""
+    from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, SQL_UPSERT_CONTROL
+
     now = time.time()
-    store.set_control(CONTROL_ACTIVE, active, ts=now)
-    store.set_control(CONTROL_CANARY, canary, ts=now)
-    store.close()
+    # a row the table did not have: what the Bento serves without one
+    defaults = dict(zip((CONTROL_ACTIVE, CONTROL_CANARY), target.starts, strict=True))
+    rows = [
+        {"name": key, "value": json.dumps(target.before.get(key, (defaults[key],))[0]), "updated_at": now}
+        for key in (CONTROL_ACTIVE, CONTROL_CANARY)
+    ]
+    try:
+        target.store.write(SQL_UPSERT_CONTROL, rows)
+    finally:
+        target.store.close()
+
+
+def _publish_switch(
+    settings: Settings,
+    name: str,
+    target: _Target,
+    active: str,
+    canary: dict[str, Any] | None,
+    event: AliasEvent | None,
+) -> Switch:
+    """Write the control table every worker follows; the :class:`Switch` (no service waited for yet)."""
+    from nb2prod.serving.store import CONTROL_ACTIVE, CONTROL_CANARY, SQL_UPSERT_CONTROL
+
+    now = target.written_at or time.time()
+    # one transaction: no worker reads the new active version with the old canary
+    try:
+        if not target.written_at:
+            target.store.write(
+                SQL_UPSERT_CONTROL,
+                [
+                    {"name": CONTROL_ACTIVE, "value": json.dumps(active), "updated_at": now},
+                    {"name": CONTROL_CANARY, "value": json.dumps(canary), "updated_at": now},
+                ],
+            )
+    finally:
+        target.store.close()
     wanted = [active] + ([str(canary["version"])] if canary else [])
-    running = recorded_services(settings, name) if wait > 0 else []
-    acks = tuple(await_switch(running, active, canary, timeout=wait)) if running else ()
     return Switch(
         name=name,
         event=event,
         active=active,
         canary=canary,
-        bento=tag,
-        carried=carried,
-        follows=bool(carried) and all(v in carried for v in wanted),
-        store=redact_uri(location),
-        services=acks,
+        bento=target.tag,
+        carried=target.carried,
+        follows=bool(target.carried) and all(v in target.carried for v in wanted),
+        store=redact_uri(target.location),
+        published_at=now,
     )
+
+
+def _await_services(settings: Settings, switch: Switch, location: str, wait: float) -> Switch:
+    """``switch`` with the answers of the running services of its model (waited up to ``wait`` s)."""
+    running = recorded_services(settings, switch.name) if wait > 0 else []
+    if not running:
+        return switch
+    acks = await_switch(running, switch.active, switch.canary, timeout=wait, store=location)
+    return dataclasses.replace(switch, services=tuple(acks))
 
 
 def promote(
@@ -162,11 +271,33 @@ def promote(
     Raises:
         LifecycleError: unknown version, a bad percent, or promoting the champion itself.
     """
-    from nb2prod.tracking import registry
 
     settings = settings or load_settings()
-    client = mlflow_client(settings)
     version = str(version)
+    early = _write_early(settings, name, version) if canary is None else None
+    try:
+        return _promote(settings, name, version, canary, reason, details, wait, early)
+    except Exception:
+        # the registry refused (or was away): services go back to what they served, unless
+        # the version was the champion already (the table now agrees with the registry)
+        if early is not None and not early.keep:
+            _undo_early(early)
+        raise
+
+
+def _promote(
+    settings: Settings,
+    name: str,
+    version: str,
+    canary: float | None,
+    reason: str,
+    details: dict[str, Any] | None,
+    wait: float,
+    early: _Target | None,
+) -> Switch:
+    from nb2prod.tracking import registry
+
+    client = mlflow_client(settings)
     _check_version(client, name, version)
     champion = registry.alias_version(client, name, registry.CHAMPION)
     if canary is not None:
@@ -183,19 +314,28 @@ def promote(
                 f"{name} has no champion to split traffic with",
                 hint=f"promote one first: nb2prod promote {name} VERSION",
             )
+        target = _prepare(settings, name)
         event = registry.move_alias(
             client, name, registry.CHALLENGER, version, reason=f"canary {canary:g}%", details=details
         )
         split = {"version": version, "percent": float(canary)} if canary > 0 else None
-        return _publish_switch(settings, name, champion, split, event, wait)
+        published = _publish_switch(settings, name, target, champion, split, event)
+        return _await_services(settings, published, target.location, wait)
     if version == champion:
-        raise LifecycleError(f"{name}/{version} is the champion already", hint="nothing to do")
+        error = LifecycleError(f"{name}/{version} is the champion already", hint="nothing to do")
+        if early is not None:
+            early.store.close()
+            early.keep = True
+        raise error
+    challenger = registry.alias_version(client, name, registry.CHALLENGER)
+    target = early or _prepare(settings, name)
     event = registry.move_alias(client, name, registry.CHAMPION, version, reason=reason, details=details)
-    if registry.alias_version(client, name, registry.CHALLENGER) == version:
+    published = _publish_switch(settings, name, target, version, None, event)
+    if challenger == version:
         registry.move_alias(
             client, name, registry.CHALLENGER, None, reason=f"promoted to champion ({reason})"
         )
-    return _publish_switch(settings, name, version, None, event, wait)
+    return _await_services(settings, published, target.location, wait)
 
 
 def rollback(
@@ -208,14 +348,25 @@ def rollback(
     Raises:
         LifecycleError: no champion, or no earlier champion in the history.
     """
+    settings = settings or load_settings()
+    # with --to the target is known before the registry is asked: the services switch first
+    early = _write_early(settings, name, str(to)) if to else None
+    try:
+        return _rollback(settings, name, None if to is None else str(to), wait, early)
+    except Exception:
+        if early is not None and not early.keep:
+            _undo_early(early)
+        raise
+
+
+def _rollback(settings: Settings, name: str, to: str | None, wait: float, early: _Target | None) -> Switch:
     from nb2prod.tracking import registry
 
-    settings = settings or load_settings()
     client = mlflow_client(settings)
     current = registry.alias_version(client, name, registry.CHAMPION)
     if current is None:
         raise LifecycleError(f"{name} has no champion to roll back", hint=f"nb2prod promote {name} VERSION")
-    target = str(to) if to else registry.replaced_version(client, name, current)
+    target = to or registry.replaced_version(client, name, current)
     if target is None:
         raise LifecycleError(
             f"the history of {name}@champion has no version before {current}",
@@ -223,9 +374,14 @@ def rollback(
         )
     _check_version(client, name, target)
     if target == current:
+        if early is not None:  # the table now agrees with the registry
+            early.store.close()
+            early.keep = True
         raise LifecycleError(f"{name}/{target} is the champion already", hint="nothing to do")
+    prepared = early or _prepare(settings, name)
     event = registry.move_alias(client, name, registry.CHAMPION, target, reason=f"rollback from {current}")
-    return _publish_switch(settings, name, target, None, event, wait)
+    published = _publish_switch(settings, name, prepared, target, None, event)
+    return _await_services(settings, published, prepared.location, wait)
 
 
 # The service records a switch made over HTTP as an event of this kind in its store

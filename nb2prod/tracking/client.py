@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nb2prod.config import Settings
 from nb2prod.exceptions import Nb2ProdError, StoreError
-from nb2prod.serving.redact import redact_uri
+from nb2prod.serving.redact import redact_text, redact_uri
 from nb2prod.tracking import names
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def _describe_failure(exc: BaseException) -> str:
     first = text[0] if text else type(exc).__name__
     if len(first) > 300:
         first = first[:300] + "..."
-    return f"{type(exc).__name__}: {first}"
+    return redact_text(f"{type(exc).__name__}: {first}")
 
 
 @contextlib.contextmanager

@@ -154,11 +154,31 @@ class MlflowRunStore:
         return runs[0].info.run_id if runs else None
 
     def terminate(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
+        # against a tracking server MLflow prints "View run ... at: URL" to stdout here: the
+        # runner's stdout is its own report (retrain's decision comes first), so not there
+        with _env(_NO_RUN_LINKS, "true"):
+            self.client.set_terminated(run_id, status=status)
 
     def outcome(self, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
         data = self.client.get_run(run_id).data
         return dict(data.metrics), dict(data.tags)
+
+
+_NO_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block; what was there before afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def local_path(uri: str) -> Path | None:

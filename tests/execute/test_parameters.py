@@ -73,3 +73,17 @@ def test_cli_refuses_bad_parameters_before_anything_runs(project: Path, client: 
     assert proc.returncode == 2, proc.stderr
     assert "did you mean 'name'" in proc.stderr
     assert runs(client) == []
+
+
+def test_notebook_without_kernel_name_is_a_usage_error(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("C = 1.0")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    path = tmp_path / "nokernel.ipynb"
+    nbformat.write(nb, str(path))
+    with pytest.raises(UsageError, match="nokernel.ipynb") as caught:
+        inspect_parameters(path)
+    assert caught.value.hint is not None and "kernel" in caught.value.hint

@@ -117,3 +117,32 @@ def test_recorded_services_forget_dead_processes_and_a_stopped_one_is_not_waited
     started = time.monotonic()
     (ack,) = await_switch(running, "2", None, timeout=5)
     assert not ack.reachable and not ack.followed and time.monotonic() - started < 3
+
+
+def test_a_service_record_keeps_workers_and_the_store_without_its_password(tmp_path: Path) -> None:
+    import json
+
+    from nb2prod.cli.export import _configured_workers
+    from nb2prod.config import load_settings
+    from nb2prod.lifecycle.services import await_switch, record_service, recorded_services, store_digest
+
+    settings = load_settings(tmp_path)
+    store = "postgresql+psycopg://team:s3cret-pw@db.internal:5432/preds"
+    path = record_service(
+        settings, "m", url="http://127.0.0.1:1", pid=os.getpid(), tag="m:v1-0", workers=2, store=store
+    )
+    text = path.read_text()
+    assert "s3cret-pw" not in text
+    record = json.loads(text)
+    assert (
+        record["workers"] == 2 and record["store"] == "postgresql+psycopg://team:***@db.internal:5432/preds"
+    )
+    assert record["store_digest"] == store_digest(store) != store_digest(store.replace("preds", "other"))
+    # a switch written to another store cannot reach it: named at once, not waited for
+    (ack,) = await_switch(recorded_services(settings, "m"), "2", None, timeout=5, store="/tmp/other.db")
+    assert not ack.followed and "logs to another prediction store" in ack.refused
+    assert "s3cret-pw" not in ack.refused and ack.expected_workers == 2
+    # the workers nb2prod serve records: --workers, else BENTOML_CONFIG_OPTIONS, else BentoML's 1
+    assert _configured_workers({"BENTOML_CONFIG_OPTIONS": 'services."m".workers=3'}, "m:v1-0") == 3
+    assert _configured_workers({}, "m:v1-0") == 1
+    assert _configured_workers({"BENTOML_CONFIG": "/etc/bentoml.yaml"}, "m:v1-0") is None

@@ -55,7 +55,12 @@ def _capture(project: CapturedProject) -> None:
 
     notebook = make_notebook(project.home / "notebooks" / "regions.ipynb", CELLS)
     run_notebook(notebook, project.home)
-    promote(MODEL, "1", settings=project.settings, wait=0)
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
+
+    # the first registered version may be the champion already (NB2PROD_FIRST_CHAMPION)
+    if registry.alias_version(tracking.client(project.settings), MODEL, registry.CHAMPION) != "1":
+        promote(MODEL, "1", settings=project.settings, wait=0)
     promote(MODEL, "2", settings=project.settings, wait=0)
     project.data["exported"] = export_model(f"{MODEL}@champion", settings=project.settings)
     project.data["rows"] = json.loads((notebook.parent / "rows.json").read_text())
