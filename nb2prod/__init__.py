@@ -8,7 +8,7 @@ In a notebook::
     %nb2prod model clf --name churn
 
 From Python, the same functions: ``nb2prod.start``, ``nb2prod.data``,
-``nb2prod.model``, ``nb2prod.status``, ``nb2prod.end``, ``nb2prod.monitor``.
+``nb2prod.model``, ``nb2prod.status``, ``nb2prod.end``, ``nb2prod.score``, ``nb2prod.monitor``.
 
 ``import nb2prod`` and ``%load_ext nb2prod`` stay light: mlflow, bentoml,
 papermill, scikit-learn and pandas are imported where they are used.
@@ -24,6 +24,9 @@ from nb2prod.exceptions import Nb2ProdError
 from nb2prod.session import data, end, model, start, status
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nb2prod.batch import ScoreResult
     from nb2prod.monitoring import MonitorReport
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "load_ipython_extension",
     "model",
     "monitor",
+    "score",
     "start",
     "status",
 ]
@@ -46,6 +50,14 @@ def monitor(name: str, *, since: str | None = None, until: str | None = None) ->
     from nb2prod import lifecycle
 
     return lifecycle.monitor(name, since=since, until=until)
+
+
+def score(ref: str, input: str | Path, output: str | Path, **options: Any) -> ScoreResult:
+    """Batch-score ``input`` with ``ref`` (``NAME[@alias|/version]``) into ``output``, under the
+    service's contract (as ``nb2prod score``); ``options`` are :func:`nb2prod.batch.score`'s."""
+    from nb2prod.batch import score as batch_score
+
+    return batch_score(ref, input, output, **options)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -66,6 +66,10 @@ class Settings:
         experiment: Default MLflow experiment for a capture session.
         strict: Raise on store failures in magics instead of warning.
         roundtrip_rows: Rows used to compare a saved model with the live one.
+        warm_roundtrip: Start the fresh round-trip process at ``start``, ahead of the model, so
+            it has its imports and store ready (``NB2PROD_WARM_ROUNDTRIP=0`` turns it off).
+        first_champion: The first registered version of a model becomes its ``champion``
+            (``NB2PROD_FIRST_CHAMPION=0`` turns it off).
         extra: Any other ``[tool.nb2prod]`` keys, kept for later features.
     """
 
@@ -74,6 +78,8 @@ class Settings:
     experiment: str = "default"
     strict: bool = False
     roundtrip_rows: int = 200
+    warm_roundtrip: bool = True
+    first_champion: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,8 +135,28 @@ def load_settings(
         ) from None
     if rows < 1:
         raise ConfigError(f"roundtrip_rows={rows} must be at least 1", hint="use a whole number such as 200")
-    known = {"tracking_uri", "experiment", "strict", "roundtrip_rows"}
+    warm = _flag(env, table, "NB2PROD_WARM_ROUNDTRIP", "warm_roundtrip", True)
+    champion = _flag(env, table, "NB2PROD_FIRST_CHAMPION", "first_champion", True)
+    known = {"tracking_uri", "experiment", "strict", "roundtrip_rows", "warm_roundtrip", "first_champion"}
     extra = {k: v for k, v in table.items() if k not in known}
     return Settings(
-        home=root, tracking_uri=str(uri), experiment=str(exp), strict=strict, roundtrip_rows=rows, extra=extra
+        home=root,
+        tracking_uri=str(uri),
+        experiment=str(exp),
+        strict=strict,
+        roundtrip_rows=rows,
+        warm_roundtrip=warm,
+        first_champion=champion,
+        extra=extra,
     )
+
+
+def _flag(env: Any, table: dict[str, Any], var: str, key: str, default: bool) -> bool:
+    """A boolean setting: ``var`` in the environment > ``key`` in ``[tool.nb2prod]`` > ``default``."""
+    raw = env.get(var)
+    if raw is not None:
+        return _parse_bool(var, raw)
+    value = table.get(key, default)
+    if isinstance(value, bool):
+        return value
+    return _parse_bool(key, str(value))

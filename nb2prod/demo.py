@@ -268,9 +268,9 @@ def serve_demo(project: Path, name: str = "breast-cancer", rows: int = 5) -> Ser
     from nb2prod.export.serve import free_port, running
 
     settings = load_settings(project, tracking_uri=f"sqlite:///{project / '.nb2prod' / 'mlflow.db'}")
-    # v1 (C=1) becomes the first champion; a retrain with a far too strong penalty is refused;
-    # v2 (the C=0.5 re-run) is promoted, so the Bento carries v2 and the v1 it replaced.
-    lifecycle.promote(name, "1", settings=settings)
+    # v1 (C=1) became the first champion when it was registered; a retrain with a far too strong
+    # penalty is refused; v2 (the C=0.5 re-run) is promoted, so the Bento carries v2 and the v1 it
+    # replaced.
     refused = lifecycle.retrain(
         name, project / "notebooks" / EXAMPLE_NAME, {"C": 0.0001}, export=False, settings=settings
     )

@@ -27,7 +27,7 @@ from nb2prod.render import notebook as render
 from nb2prod.render import notebook_html as html
 from nb2prod.session import quiet
 
-SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "monitor")
+SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "score", "monitor")
 
 
 class _HelpShown(Exception):
@@ -68,6 +68,16 @@ def _parsers() -> dict[str, _Parser]:
     model.add_argument("--y", dest="y", help="labels it was fitted on")
     model.add_argument("--name", help="registered model name (default: the variable name)")
     model.add_argument("--trust", action="append", default=[], help="a type to trust when loading (repeat)")
+    model.add_argument(
+        "--skip-identical",
+        action="store_true",
+        help="register nothing when a version with the same code, data and metrics exists",
+    )
+    model.add_argument(
+        "--no-champion",
+        action="store_true",
+        help="do not make the model's first version its champion (setting: first_champion)",
+    )
     status = p["status"] = _Parser(prog="%nb2prod status")
     status.add_argument(
         "--panel", action="store_true", help="also show the interactive panel (ipywidgets, not saved)"
@@ -77,6 +87,13 @@ def _parsers() -> dict[str, _Parser]:
     export = p["export"] = _Parser(prog="%nb2prod export")
     export.add_argument("ref", metavar="NAME[@alias|/version]", help="the registered model to export")
     export.add_argument("--output", help="also write the Bento as an archive (FILE.bento)")
+    score = p["score"] = _Parser(prog="%nb2prod score")
+    score.add_argument("ref", metavar="NAME[@alias|/version]", help="the registered model to score with")
+    score.add_argument("input", metavar="INPUT", help="a CSV or Parquet file (or a folder of them)")
+    score.add_argument("-o", "--output", required=True, help="where the predictions go (.csv or .parquet)")
+    score.add_argument("--rejects", help="keep refused rows, with their reasons, in this file")
+    score.add_argument("--id-column", help="an input column to carry into the predictions")
+    score.add_argument("--no-log", action="store_true", help="do not log the rows for monitoring")
     monitor = p["monitor"] = _Parser(prog="%nb2prod monitor")
     monitor.add_argument("name", metavar="NAME", help="the served model")
     monitor.add_argument(
@@ -195,6 +212,8 @@ class Nb2ProdMagics(Magics):
                 trust=tuple(args.trust),
                 variable=args.est,
                 progress=progress,
+                skip_identical=args.skip_identical,
+                champion=False if args.no_champion else None,
             )
         except BaseException:
             progress.close()
@@ -212,8 +231,9 @@ class Nb2ProdMagics(Magics):
 
     def _status(self, args: argparse.Namespace) -> None:
         report = session.status()
+        uris = [m.model_uri for m in report.models]
         shown = html.status_shown(
-            report, _aliases([m.model_uri for m in report.models]), session.current().experiment_id
+            report, _aliases(uris), session.current().experiment_id, _bentos(report.models)
         )
         _show(shown)
         if args.panel:
@@ -227,8 +247,20 @@ class Nb2ProdMagics(Magics):
     def _export(self, args: argparse.Namespace) -> None:
         from nb2prod.export import export_model
 
-        # Plain lines (a stream output, saved as is): tests/lifecycle/test_loop.py reads them as a stream.
-        print(render.export_text(export_model(args.ref, output=args.output)))
+        _show(html.export_shown(export_model(args.ref, output=args.output)))
+
+    def _score(self, args: argparse.Namespace) -> None:
+        from nb2prod.batch import score
+
+        result = score(
+            args.ref,
+            Path(args.input).expanduser(),
+            Path(args.output).expanduser(),
+            rejects=Path(args.rejects).expanduser() if args.rejects else None,
+            id_column=args.id_column,
+            log=not args.no_log,
+        )
+        _show(html.score_shown(result))
 
     def _monitor(self, args: argparse.Namespace) -> None:
         from IPython.display import display
@@ -244,8 +276,17 @@ class Nb2ProdMagics(Magics):
     # -- cell hook -------------------------------------------------------------------
 
     def post_run_cell(self, result: Any) -> None:
-        """Warn once when a tracked variable is rebound to another object (its record is stale)."""
+        """Warn once when a tracked variable is rebound to another object (its record is stale); log
+        the parameters a cell set (``parameters`` cell) that the run does not have yet."""
         try:
+            source = getattr(getattr(result, "info", None), "raw_cell", None)
+            if isinstance(source, str) and session.active() is not None:
+                for name in session.sync_parameters(source):
+                    print(
+                        f"nb2prod: parameter {name} changed after the run logged it; MLflow keeps a run's "
+                        "parameters, so run %nb2prod start again to record a run with the new value",
+                        file=sys.stderr,
+                    )
             ns = self._ns
             for name, ident in self.tracked_ids.items():
                 if name in ns and id(ns[name]) != ident and name not in self._warned:
@@ -288,6 +329,29 @@ def _aliases(model_uris: list[str]) -> dict[str, list[str]]:
             continue
         for alias, version in (getattr(registered, "aliases", None) or {}).items():
             out.setdefault(f"models:/{name}/{version}", []).append(alias)
+    return out
+
+
+def _bentos(models: list[Any]) -> dict[str, str]:
+    """Model URI -> the newest Bento of its name, when that Bento carries the version ("tag, carries
+    v2, v1"); {} when none was built. An addition to the status: never fails it."""
+    out: dict[str, str] = {}
+    open_session = session.active()
+    if open_session is None:
+        return out
+    from nb2prod.exceptions import Nb2ProdError
+
+    for name in {m.name for m in models if m.version}:
+        try:
+            from nb2prod.lifecycle.served import carried_versions, served_manifest
+
+            tag, manifest = served_manifest(open_session.settings, name)
+        except (Nb2ProdError, OSError, ImportError):
+            continue
+        carried = carried_versions(manifest)
+        for m in models:
+            if m.name == name and m.version in carried:
+                out[m.model_uri] = f"{tag} (carries {', '.join(f'v{v}' for v in carried)})"
     return out
 
 

@@ -19,6 +19,8 @@ __all__ = ["GIT_TIMEOUT_S", "GitInfo", "git_info"]
 
 GIT_TIMEOUT_S = 2.0
 """Seconds each ``git`` call may take before git info is given up."""
+MAX_DIRTY_FILES = 20
+"""How many of the files that make a tree dirty are recorded."""
 
 
 @dataclass(frozen=True)
@@ -31,16 +33,25 @@ class GitInfo:
         dirty: True when tracked files differ from ``HEAD`` or untracked,
             non-ignored files exist (what ``git status`` reports).
         root: Absolute path of the work tree's top folder.
+        dirty_files: The files that make it dirty (relative to ``root``, at most
+            :data:`MAX_DIRTY_FILES`; ``dirty`` may be True with more of them).
     """
 
     commit: str | None
     branch: str | None
     dirty: bool
     root: str
+    dirty_files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return {"commit": self.commit, "branch": self.branch, "dirty": self.dirty, "root": self.root}
+        return {
+            "commit": self.commit,
+            "branch": self.branch,
+            "dirty": self.dirty,
+            "root": self.root,
+            "dirty_files": list(self.dirty_files),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GitInfo:
@@ -50,6 +61,7 @@ class GitInfo:
             branch=data.get("branch"),
             dirty=bool(require_field(data, "dirty", "GitInfo")),
             root=str(require_field(data, "root", "GitInfo")),
+            dirty_files=tuple(str(f) for f in data.get("dirty_files") or ()),
         )
 
 
@@ -82,6 +94,7 @@ def git_info(folder: Path) -> GitInfo | None:
         return None
     commit = branch = None
     dirty = False
+    files: list[str] = []
     for line in status.splitlines():
         if line.startswith("# branch.oid "):
             oid = line[len("# branch.oid ") :].strip()
@@ -91,4 +104,22 @@ def git_info(folder: Path) -> GitInfo | None:
             branch = None if head == "(detached)" else head
         elif line and not line.startswith("#"):
             dirty = True
-    return GitInfo(commit=commit, branch=branch, dirty=dirty, root=root.strip())
+            path = _status_path(line)
+            if path and len(files) < MAX_DIRTY_FILES:
+                files.append(path)
+    return GitInfo(commit=commit, branch=branch, dirty=dirty, root=root.strip(), dirty_files=tuple(files))
+
+
+def _status_path(line: str) -> str | None:
+    """The path of one ``git status --porcelain=v2`` entry (a rename: its new path)."""
+    kind = line[:1]
+    if kind in ("?", "!"):
+        return line[2:]
+    fields = {"1": 8, "2": 9, "u": 10}.get(kind)
+    if fields is None:
+        return None
+    parts = line.split(" ", fields)
+    if len(parts) <= fields:
+        return None
+    path = parts[fields]
+    return path.split("\t", 1)[0] if kind == "2" else path

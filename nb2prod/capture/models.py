@@ -15,8 +15,11 @@ saved or loaded never reaches the registry:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -299,6 +302,7 @@ class RoundTrip:
         seconds: Wall time of the check.
         stage: Where it failed: ``load``, ``predict`` or ``compare`` (None when ok).
         detail: What failed.
+        warm: The check ran in a process started (and warmed up) before the model was ready.
     """
 
     ok: bool
@@ -306,6 +310,156 @@ class RoundTrip:
     seconds: float
     stage: str | None = None
     detail: str | None = None
+    warm: bool = False
+
+
+# Variables that change under a waiting process without changing what a check does: set by
+# importing scikit-learn (and joblib), which the process imports itself, and pytest's note of the
+# test phase it is in.
+_SET_ON_IMPORT = frozenset({"KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "PYTEST_CURRENT_TEST"})
+
+
+def _same_env(a: dict[str, str], b: dict[str, str]) -> bool:
+    keys = (set(a) | set(b)) - _SET_ON_IMPORT
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _roundtrip_env(tracking_uri: str) -> dict[str, str]:
+    """The fresh process's environment: ours, on the given store, without a start-up script."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONHASHSEED="0")
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+class _Worker:
+    """One fresh process for one check: warm (``--worker``: started ahead, job given later on stdin)
+    or cold (``job`` given: started with it)."""
+
+    def __init__(self, env: dict[str, str], job: tuple[str, Path] | None = None) -> None:
+        self.env = env
+        self.warm = job is None
+        # A neutral working folder: nothing of the notebook's folder is importable from it.
+        self.home = Path(tempfile.mkdtemp(prefix="nb2prod-roundtrip-worker-"))
+        self.log = self.home / "output.log"
+        args = [fresh_process.WORKER_FLAG] if job is None else [job[0], str(job[1])]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", fresh_process.__name__, *args],
+                stdin=subprocess.PIPE if job is None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.home,
+                text=True,
+                # Its own process group: a kernel's shutdown signals every child of its group and
+                # waits for them to go (a dead but unreaped child counts), long enough for Jupyter
+                # to kill the kernel before its atexit hooks (the run's end) run. A warm process
+                # ends by itself when the kernel goes (its stdin closes); ``stop`` ends it earlier.
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """Warm-up done (imports and store)."""
+        try:
+            return self.log.read_text(encoding="utf-8", errors="replace").startswith(fresh_process.READY)
+        except OSError:
+            return False
+
+    def submit(self, model_uri: str, folder: Path) -> None:
+        """Give a warm process its job (it runs it as soon as its warm-up is done)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps([model_uri, str(folder)]) + "\n")
+            self.proc.stdin.close()
+        except OSError:  # it died: the missing verdict says so
+            pass
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the process to end; its output (for errors). Raises ``TimeoutExpired``."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except BaseException:  # a timeout, or the user interrupted the cell
+            self.stop()
+            raise
+        output = self._output()
+        self._cleanup()
+        return output
+
+    def _output(self) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return text.removeprefix(fresh_process.READY).strip() or f"exit code {self.proc.returncode}"
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=5)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class WarmRoundTrip:
+    """At most one warm round-trip process, started ahead of need (``%nb2prod start``).
+
+    A check takes it only when it was started with exactly the environment the check needs (same
+    store, same variables): otherwise it is stopped and the check starts a cold process, as
+    before. Each process serves one check; the next one is started after it.
+    """
+
+    def __init__(self) -> None:
+        self._worker: _Worker | None = None
+
+    def prewarm(self, tracking_uri: str) -> None:
+        """Start a warm process for the next check, unless a matching one is already waiting."""
+        env = _roundtrip_env(tracking_uri)
+        worker = self._worker
+        if worker is not None and worker.alive() and _same_env(worker.env, env):
+            return
+        self.stop()
+        try:
+            self._worker = _Worker(env)
+        except OSError:  # no process to spare: the check starts a cold one
+            self._worker = None
+
+    def take(self, env: dict[str, str]) -> _Worker | None:
+        """The waiting process if it fits ``env`` (it is then no longer waiting), else None."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return None
+        if worker.alive() and _same_env(worker.env, env):
+            return worker
+        worker.stop()
+        return None
+
+    def waiting(self) -> bool:
+        """A warm process is waiting (started, maybe still warming up)."""
+        return self._worker is not None and self._worker.alive()
+
+    def ready(self) -> bool:
+        """The waiting process has finished warming up."""
+        return self._worker is not None and self._worker.alive() and self._worker.ready()
+
+    def stop(self) -> None:
+        """Stop the waiting process, if any (session end, interpreter exit)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
+
+
+WARM = WarmRoundTrip()
+"""This interpreter's warm round-trip process (one kernel, one capture session at a time)."""
+atexit.register(WARM.stop)
 
 
 def roundtrip_check(
@@ -327,14 +481,86 @@ def roundtrip_check(
     Raises:
         RoundTripError: the model did not load, or predicted differently; the message names why.
     """
-    import time
+    return begin_roundtrip(
+        model_uri,
+        tracking_uri,
+        sample,
+        expected,
+        expected_proba,
+        variable=variable,
+        artifact_sha256=artifact_sha256,
+        timeout=timeout,
+    ).wait()
 
+
+class PendingRoundTrip:
+    """A round-trip check under way in its fresh process; :meth:`wait` gives its verdict."""
+
+    def __init__(self, folder: Path, worker: _Worker, variable: str, rows: int, timeout: float) -> None:
+        import time
+
+        self.folder = folder
+        self.worker = worker
+        self.variable = variable
+        self.rows = rows
+        self.timeout = timeout
+        self.started = time.perf_counter()
+
+    def wait(self) -> RoundTrip:
+        """Block until the fresh process has answered.
+
+        Raises:
+            RoundTripError: the model did not load, or predicted differently; the message names why.
+        """
+        import time
+
+        try:
+            try:
+                output = self.worker.finish(self.timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise RoundTripError(
+                    f"loading model '{self.variable}' in a fresh process took over {self.timeout:.0f} s",
+                    hint="check the model size and the tracking store's speed",
+                ) from exc
+            result_path = self.folder / fresh_process.RESULT_FILE
+            if result_path.exists():
+                result = json.loads(result_path.read_text(encoding="utf-8"))
+            else:
+                tail = output.strip().splitlines()[-3:]
+                result = {"ok": False, "stage": "load", "detail": " | ".join(tail) or "no result"}
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        trip = RoundTrip(
+            ok=bool(result.get("ok")),
+            rows=int(result.get("rows", self.rows)),
+            seconds=time.perf_counter() - self.started,
+            stage=result.get("stage"),
+            detail=result.get("detail"),
+            warm=self.worker.warm,
+        )
+        if not trip.ok:
+            raise RoundTripError(_roundtrip_message(trip, self.variable), hint=_roundtrip_hint(trip))
+        return trip
+
+
+def begin_roundtrip(
+    model_uri: str,
+    tracking_uri: str,
+    sample: Any,
+    expected: Any,
+    expected_proba: Any | None,
+    *,
+    variable: str,
+    artifact_sha256: dict[str, str] | None = None,
+    timeout: float = 300.0,
+) -> PendingRoundTrip:
+    """Start :func:`roundtrip_check` in its fresh process (the warm one when it fits) and return at
+    once: the caller records what does not depend on the verdict meanwhile, then waits."""
     import numpy as np
     import pandas as pd
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nb2prod-roundtrip-") as tmp:
-        folder = Path(tmp)
+    folder = Path(tempfile.mkdtemp(prefix="nb2prod-roundtrip-"))
+    try:
         frame = sample if isinstance(sample, pd.DataFrame) else pd.DataFrame(np.asarray(sample))
         frame.to_pickle(folder / fresh_process.SAMPLE_FILE)  # our own temp file, read back by our own process
         arrays = {"expected": np.asarray(expected)}
@@ -343,41 +569,18 @@ def roundtrip_check(
         np.savez(folder / fresh_process.EXPECTED_FILE, **arrays)  # type: ignore[arg-type]
         if artifact_sha256 is not None:
             (folder / fresh_process.SHA256_FILE).write_text(json.dumps(artifact_sha256), encoding="utf-8")
-        env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PYTHONHASHSEED="0")
-        env.pop("PYTHONSTARTUP", None)
-        # Run from a neutral folder so notebook-local modules are not importable by accident:
-        # a service will not have the notebook folder on its path either.
-        cmd = [sys.executable, "-m", fresh_process.__name__, model_uri, str(folder)]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=folder, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise RoundTripError(
-                f"loading model '{variable}' in a fresh process took over {timeout:.0f} s",
-                hint="check the model size and the tracking store's speed",
-            ) from exc
-        result_path = folder / fresh_process.RESULT_FILE
-        if result_path.exists():
-            result = json.loads(result_path.read_text(encoding="utf-8"))
+        env = _roundtrip_env(tracking_uri)
+        worker = WARM.take(env)
+        if worker is None:
+            # Run from a neutral folder so notebook-local modules are not importable by accident:
+            # a service will not have the notebook folder on its path either.
+            worker = _Worker(env, job=(model_uri, folder))
         else:
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            result = {
-                "ok": False,
-                "stage": "load",
-                "detail": " | ".join(tail) or f"exit code {proc.returncode}",
-            }
-    seconds = time.perf_counter() - started
-    trip = RoundTrip(
-        ok=bool(result.get("ok")),
-        rows=int(result.get("rows", len(frame))),
-        seconds=seconds,
-        stage=result.get("stage"),
-        detail=result.get("detail"),
-    )
-    if not trip.ok:
-        raise RoundTripError(_roundtrip_message(trip, variable), hint=_roundtrip_hint(trip))
-    return trip
+            worker.submit(model_uri, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return PendingRoundTrip(folder, worker, variable, len(frame), timeout)
 
 
 def _roundtrip_message(trip: RoundTrip, variable: str) -> str:

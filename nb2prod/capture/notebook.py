@@ -219,3 +219,40 @@ def notebook_info(
     digest, n_cells = code_digest(cells)
     unparsed = len(scan_imports(cells).unparsed_cells)
     return NotebookInfo(shown, digest, n_cells, source, unparsed), cells
+
+
+def parameters_cell(path: str | Path) -> tuple[str, list[str]] | None:
+    """The source of a notebook's cell tagged ``parameters`` and the names it assigns, in order;
+    None without such a cell, or when the file cannot be read (nothing to log then)."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    for cell in cells if isinstance(cells, list) else []:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        tags = (cell.get("metadata") or {}).get("tags") or []
+        if "parameters" in tags:
+            source = _cell_text(cell.get("source") or "")
+            return source, assigned_names(source)
+    return None
+
+
+def assigned_names(source: str) -> list[str]:
+    """Top-level names a cell assigns (``x = 1``, ``x: int = 1``, ``a = b = 2``), in order."""
+    try:
+        tree = ast.parse(_blank_ipython_syntax(source))
+    except SyntaxError:
+        return []
+    found: list[str] = []
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id not in found:
+                found.append(target.id)
+    return found

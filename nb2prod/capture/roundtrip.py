@@ -1,6 +1,10 @@
 """Entry point of the fresh process that proves a saved model loads and predicts as the live one.
 
-Usage: ``python -m nb2prod.capture.roundtrip MODEL_URI FOLDER``. ``FOLDER`` holds
+Usage: ``python -m nb2prod.capture.roundtrip MODEL_URI FOLDER``, or ``python -m
+nb2prod.capture.roundtrip --worker``: a *warm* fresh process that imports the heavy libraries and
+opens the tracking store first, then reads one job (``MODEL_URI FOLDER`` as a JSON list) from
+stdin, checks it and exits. A worker serves one check only, so every check still runs in a
+process that never held the live model nor any other model. ``FOLDER`` holds
 ``sample.pkl`` and ``expected.npz`` written by the parent (:func:`nb2prod.capture.models.roundtrip_check`),
 and ``sha256.json`` when the files must be checked before loading: they are downloaded through
 :func:`nb2prod.tracking.artifacts.download_verified`, the check every later load makes. The verdict is
@@ -101,5 +105,82 @@ def main(argv: list[str]) -> int:
         (folder / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
 
 
+WORKER_FLAG = "--worker"
+READY = "ready"
+
+
+def _warm_up() -> None:
+    """Import what a check needs and open the tracking store (``MLFLOW_TRACKING_URI``), before any job.
+
+    Library modules only: nothing of the notebook is importable here (the cwd is a neutral folder).
+    """
+    import importlib
+    import os
+
+    for module in (
+        "numpy",
+        "pandas",
+        "mlflow.pyfunc",
+        "mlflow.sklearn",
+        "mlflow.artifacts",
+        "sklearn.base",
+        "sklearn.pipeline",
+        "sklearn.compose",
+        "sklearn.preprocessing",
+        "sklearn.linear_model",
+        "sklearn.tree",
+        "sklearn.ensemble",
+        "skops.io",
+        "nb2prod.tracking.artifacts",
+    ):
+        try:
+            importlib.import_module(module)
+        except Exception:  # an optional library missing: the job imports what it needs
+            continue
+    try:
+        # pyfunc.load_model compares the model's requirements with the installed distributions; the
+        # map of every installed distribution it builds for that took 2-3 s of a cold check here.
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except Exception:  # a private helper of MLflow: if it moved, the check only takes longer
+        pass
+    try:
+        # scikit-learn's first transform of a DataFrame imports narwhals' pandas layer (0.2 s).
+        import pandas as pd
+        from sklearn.preprocessing import StandardScaler
+
+        StandardScaler().fit(pd.DataFrame({"x": [0.0, 1.0]})).transform(pd.DataFrame({"x": [0.5]}))
+    except Exception:
+        pass
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        try:
+            import mlflow
+
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception:  # the job reports a store that does not answer
+            pass
+
+
+def worker() -> int:
+    """Warm up, say ``ready`` on stdout, run the one job read from stdin; exit 2 on EOF (not used)."""
+    import os
+
+    _warm_up()
+    print(READY, flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 2
+    model_uri, folder = json.loads(line)
+    code = main([model_uri, folder])
+    # The verdict is written: skip the interpreter's teardown of every module loaded (~0.5 s).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == [WORKER_FLAG]:
+        sys.exit(worker())
     sys.exit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nb2prod.batch import ScoreResult
     from nb2prod.capture.data import DatasetRecord
     from nb2prod.capture.environment import EnvironmentDiff, EnvironmentSnapshot
     from nb2prod.export import ExportResult
@@ -30,6 +31,10 @@ def environment_rows(env: EnvironmentSnapshot) -> list[Row]:
     git = "not a git repository"
     if env.git is not None:
         state = "dirty" if env.git.dirty else "clean"
+        files = list(getattr(env.git, "dirty_files", ()) or ())
+        if env.git.dirty and files:
+            shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            state = f"dirty: {shown}"
         commit = env.git.commit[:12] if env.git.commit else "no commit yet"
         git = f"{commit} on {env.git.branch or '(detached)'} ({state})"
     notebook = "unknown (digest of executed cells)"
@@ -67,6 +72,13 @@ def diff_lines(diff: EnvironmentDiff | None, previous_run_id: str | None) -> lis
     return lines
 
 
+def gitignore_note(added: tuple[str, ...] | list[str]) -> str | None:
+    """Says which lines nb2prod added to the project's ``.gitignore`` (None when none)."""
+    if not added:
+        return None
+    return f"added {', '.join(added)} to .gitignore (nb2prod's local state): commit it"
+
+
 def start_text(result: StartResult) -> str:
     lines = [
         f"nb2prod: capturing into run {result.run_id} "
@@ -74,6 +86,9 @@ def start_text(result: StartResult) -> str:
         *environment_lines(result.environment),
         *diff_lines(result.diff, result.previous_run_id),
     ]
+    note = gitignore_note(result.gitignored)
+    if note:
+        lines.append(f"nb2prod: {note}")
     return "\n".join(lines)
 
 
@@ -91,18 +106,53 @@ def metrics_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
+def model_headline(record: ModelRecord) -> str:
+    """What became of a captured model: registered (as champion), skipped as identical, or left to
+    the runner."""
+    what = f"{record.model_uri} ({record.info.class_name}, flavor {record.info.flavor})"
+    if record.registered:
+        champion = f"; it is {record.name}@champion (first version)" if record.champion else ""
+        return f"registered {what}{champion}"
+    if record.identical_to is not None and record.version is None and not _deferred_record(record):
+        return (
+            f"not registered: identical to {record.name} version {record.identical_to} "
+            f"(same code, data and metrics); logged as {what}"
+        )
+    return f"logged {what}; the runner registers it when the notebook succeeds"
+
+
+def _deferred_record(record: ModelRecord) -> bool:
+    import os
+
+    from nb2prod import protocol
+
+    return os.environ.get(protocol.DEFER_REGISTRATION, "").strip().lower() in ("1", "true", "yes")
+
+
+def identical_note(record: ModelRecord) -> str | None:
+    """``identical to version N ...`` when an earlier version is the same model."""
+    if record.identical_to is None:
+        return None
+    return (
+        f"identical to version {record.identical_to} (same code, data and metrics); "
+        f"%nb2prod model ... --skip-identical registers nothing then"
+    )
+
+
 def model_text(record: ModelRecord) -> str:
     metrics = metrics_text(record.metrics) or "none (no y given)"
-    return "\n".join(
-        [
-            f"nb2prod: registered {record.model_uri} ({record.info.class_name}, flavor {record.info.flavor})",
-            f"  round trip  loaded in a fresh process, {record.roundtrip.rows} predictions equal "
-            f"({record.roundtrip.seconds:.1f} s)",
-            f"  metrics     {metrics}",
-            f"  data        {', '.join(f'{k}={v}' for k, v in record.data_digests.items() if ':' not in k)}",
-            f"  artifacts   {len(record.artifact_sha256)} files hashed (sha256)",
-        ]
-    )
+    lines = [f"nb2prod: {model_headline(record)}"]
+    note = identical_note(record) if record.registered else None
+    if note:
+        lines.append(f"  identical   {note.removeprefix('identical ')}")
+    lines += [
+        f"  round trip  loaded in a fresh process, {record.roundtrip.rows} predictions equal "
+        f"({record.roundtrip.seconds:.1f} s)",
+        f"  metrics     {metrics}",
+        f"  data        {', '.join(f'{k}={v}' for k, v in record.data_digests.items() if ':' not in k)}",
+        f"  artifacts   {len(record.artifact_sha256)} files hashed (sha256)",
+    ]
+    return "\n".join(lines)
 
 
 def status_text(report: StatusReport) -> str:
@@ -127,6 +177,11 @@ def status_text(report: StatusReport) -> str:
 
 def end_text(run_id: str | None) -> str:
     return f"nb2prod: run {run_id} ended" if run_id else "nb2prod: no capture session was open"
+
+
+def score_text(result: ScoreResult) -> str:
+    """A batch scoring's outcome, a line per fact (the CLI's lines)."""
+    return "\n".join(f"nb2prod: {line}" for line in result.summary())
 
 
 def export_text(result: ExportResult) -> str:

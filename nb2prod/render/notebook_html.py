@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 from nb2prod.render import notebook as text
 
 if TYPE_CHECKING:
+    from nb2prod.batch import ScoreResult
     from nb2prod.capture.data import DatasetRecord
+    from nb2prod.export import ExportResult
     from nb2prod.session import ModelRecord, StartResult, StatusReport
 
 TRAIN = "training_"
@@ -133,7 +135,9 @@ def start_shown(result: StartResult) -> Shown:
         f"<b>nb2prod</b>: capturing into run {code(result.run_id)} "
         f"(experiment <b>{escape(result.experiment)}</b>, store {code(result.tracking_uri)})"
     )
-    return Shown(text.start_text(result), box(head, _environment(result, open_=False)))
+    note = text.gitignore_note(result.gitignored)
+    extra = f"<div>{escape(note)}</div>" if note else ""
+    return Shown(text.start_text(result), box(head, extra, _environment(result, open_=False)))
 
 
 def _environment(result: StartResult, *, open_: bool) -> str:
@@ -173,13 +177,32 @@ def dataset_shown(record: DatasetRecord) -> Shown:
 
 
 def _model_fields(
-    record: ModelRecord, aliases: Sequence[str], ui: str | None, experiment_id: str | None
+    record: ModelRecord,
+    aliases: Sequence[str],
+    ui: str | None,
+    experiment_id: str | None,
+    bento: str | None = None,
 ) -> list[tuple[str, str]]:
     trip = record.roundtrip
     digests = ", ".join(f"{k}={v}" for k, v in record.data_digests.items() if ":" not in k)
-    return [
+    rows = [
         ("model", link(record.model_uri, version_url(ui, record.name, record.version))),
         ("aliases", escape(", ".join(f"@{a}" for a in aliases)) or "<i>none</i>"),
+    ]
+    note = text.identical_note(record)
+    if note:
+        rows.append(("identical", escape(note.removeprefix("identical "))))
+    if record.version is not None:
+        rows.append(
+            (
+                "bento",
+                escape(bento)
+                if bento
+                else f"<i>not exported yet</i> ({code(f'nb2prod export {record.name}')})",
+            )
+        )
+    return [
+        *rows,
         ("class", f"{code(record.info.class_name)} (flavor {escape(record.info.flavor)})"),
         ("logged model", code(record.model_id)),
         ("run", link(record.run_id, run_url(ui, experiment_id, record.run_id))),
@@ -199,7 +222,7 @@ def model_shown(
     experiment_id: str | None = None,
 ) -> Shown:
     html = box(
-        f"<b>nb2prod</b>: registered {code(record.model_uri)}",
+        f"<b>nb2prod</b>: {escape(text.model_headline(record))}",
         fields(_model_fields(record, aliases, ui, experiment_id)),
         metrics_table(record.metrics),
     )
@@ -219,6 +242,7 @@ def status_shown(
     report: StatusReport,
     aliases: Mapping[str, Sequence[str]] | None = None,
     experiment_id: str | None = None,
+    bentos: Mapping[str, str] | None = None,
 ) -> Shown:
     """The status panel as HTML: run, environment, data and models, each a collapsible section."""
     ui = ui_base(report.tracking_uri)
@@ -243,7 +267,11 @@ def status_shown(
     parts.append(section(f"Data ({len(report.datasets)})", data))
     models = (
         "".join(
-            fields(_model_fields(m, aliases.get(m.model_uri, ()), ui, experiment_id))
+            fields(
+                _model_fields(
+                    m, aliases.get(m.model_uri, ()), ui, experiment_id, (bentos or {}).get(m.model_uri)
+                )
+            )
             + metrics_table(m.metrics)
             for m in report.models
         )
@@ -256,3 +284,26 @@ def status_shown(
 def end_shown(run_id: str | None) -> Shown:
     plain = text.end_text(run_id)
     return Shown(plain, box(escape(plain)))
+
+
+def export_shown(result: ExportResult) -> Shown:
+    """``%nb2prod export``: the Bento, the versions it carries, where its source is, how to serve it."""
+    state = "built" if result.built else "already built (no change)"
+    versions = ", ".join(f"v{v}" for v in (result.versions or (result.model_version,)))
+    rows = [
+        ("bento", f"{code(result.tag)} {escape(state)}"),
+        ("carries", escape(versions)),
+        ("source", code(str(result.source_dir))),
+        ("serve", code(f"nb2prod serve {result.name}")),
+    ]
+    return Shown(text.export_text(result), box(f"<b>nb2prod</b>: exported {code(result.tag)}", fields(rows)))
+
+
+def score_shown(result: ScoreResult) -> Shown:
+    """``%nb2prod score``: what the batch scored, refused and logged."""
+    lines = result.summary()
+    html = box(
+        f"<b>nb2prod</b>: {escape(lines[0])}",
+        "".join(f"<div>{escape(line)}</div>" for line in lines[1:]),
+    )
+    return Shown(text.score_text(result), html)

@@ -7,9 +7,11 @@ calls, and what a script calls without IPython. They return dataclasses, never t
 | module | owns |
 | --- | --- |
 | :mod:`~nb2prod.session.state` | the Session, the open one (``current``/``active``), the shell helpers |
-| :mod:`~nb2prod.session.runs` | ``start``, ``status``, ``end``: the run |
+| :mod:`~nb2prod.session.runs` | ``start``, ``status``, ``end``: the run; its parameters (``sync_parameters``) |
 | :mod:`~nb2prod.session.datasets` | ``data``: dataset records, holdout rows |
 | :mod:`~nb2prod.session.models` | ``model``: logging, round trip, registration, metrics |
+| :mod:`~nb2prod.session.gitignore` | the project's ``.gitignore`` for nb2prod's local state |
+| :mod:`~nb2prod.session.quiet` | silencing library chatter on the first start |
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from nb2prod.session.datasets import HOLDOUT_ROLES, ROLES, data
 from nb2prod.session.models import ModelRecord, model
-from nb2prod.session.runs import StartResult, StatusReport, end, start, status
+from nb2prod.session.runs import StartResult, StatusReport, end, start, status, sync_parameters
 from nb2prod.session.state import Session, active, current, note_not_recorded, tracking_call
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "note_not_recorded",
     "start",
     "status",
+    "sync_parameters",
     "tracking_call",
 ]
 

@@ -96,7 +96,7 @@ def _log_dataset(session: state.Session, record: DatasetRecord) -> None:
 
     from nb2prod.tracking import client as tracking
 
-    hex32 = record.digest.split(":", 1)[-1][:32]
+    hex32 = mlflow_digest(record)
     if record.path:
         source_type, source = "local", json.dumps({"uri": str(record.path)})
     else:
@@ -121,6 +121,11 @@ def _log_dataset(session: state.Session, record: DatasetRecord) -> None:
         session.client.log_inputs(session.run_id, datasets=[DatasetInput(dataset, tags=tags)])
         session.client.set_tag(session.run_id, names.data_digest_tag(record.name), record.digest)
         tracking.log_json(session.client, session.run_id, record.to_dict(), names.dataset_record(record.name))
+
+
+def mlflow_digest(record: DatasetRecord) -> str:
+    """The digest MLflow holds for a dataset (32 hex characters: its field has room for 36)."""
+    return record.digest.split(":", 1)[-1][:32]
 
 
 def _mlflow_type(kind: str, dtype: str) -> str:

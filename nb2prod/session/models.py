@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nb2prod import metrics as metric_names
 from nb2prod import protocol
+from nb2prod.capture import calibration
 from nb2prod.exceptions import ModelError, RoundTripError
 from nb2prod.session import datasets, state
 from nb2prod.tracking import names
@@ -50,6 +51,9 @@ class ModelRecord:
         artifact_sha256: sha256 of every saved file, by relative path.
         roundtrip: The fresh-process load check.
         requirements: Pinned requirements saved with the model.
+        identical_to: An earlier version of the same name with the same code, data and metrics.
+        registered: A version was created (False under a runner, or when skipped as identical).
+        champion: Registration made this version the champion (the model's first version).
     """
 
     name: str
@@ -63,6 +67,9 @@ class ModelRecord:
     artifact_sha256: dict[str, str]
     roundtrip: RoundTrip
     requirements: list[str]
+    identical_to: str | None = None
+    registered: bool = True
+    champion: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ def model(
     trust: tuple[str, ...] | list[str] = (),
     variable: str | None = None,
     progress: Callable[[str], None] | None = None,
+    skip_identical: bool = False,
+    champion: bool | None = None,
 ) -> ModelRecord:
     """Log, round-trip check and register a fitted model.
 
@@ -91,14 +100,18 @@ def model(
     target column, which becomes ``y``). The saved model is loaded in a fresh
     process and must predict as the live one before it is registered.
     ``progress`` is called with each step as it begins (the magic shows them).
+    A version identical to an earlier one (same code, data digests, class, params and metrics) is
+    said so in ``identical_to``; ``skip_identical`` then registers nothing. The first version of a
+    model becomes its ``champion`` (recorded in the alias history) unless ``champion=False`` or the
+    ``first_champion`` setting is off.
 
     Raises:
         NotStartedError, ModelError, RoundTripError, StoreError.
     """
     from nb2prod.capture import models as models_mod
     from nb2prod.capture.hashing import digest_object
+    from nb2prod.tracking import artifacts, registry
     from nb2prod.tracking import client as tracking
-    from nb2prod.tracking import registry
 
     session = state.current()
     label = variable or name or "model"
@@ -158,50 +171,94 @@ def model(
     artifact_hashes = _artifact_hashes(session, logged.model_id)
 
     step("checking that it loads and predicts the same in a fresh Python process")
+    pending = models_mod.begin_roundtrip(
+        logged.model_uri,
+        session.settings.tracking_uri,
+        sample,
+        live_pred,
+        live_proba,
+        variable=label,
+        artifact_sha256=artifact_hashes,
+    )
     try:
-        trip = models_mod.roundtrip_check(
-            logged.model_uri,
-            session.settings.tracking_uri,
-            sample,
-            live_pred,
-            live_proba,
-            variable=label,
-            artifact_sha256=artifact_hashes,
-        )
+        # While the fresh process loads the model: record what does not depend on its verdict.
+        with state.tracking_call(
+            session, f"recording metrics of {what}", f"metrics and registration of {what}"
+        ):
+            _log_metrics(session, logged.model_id, metrics, _metric_datasets(session, digests, x_source))
+            tracking.log_json(
+                session.client, session.run_id, artifact_hashes, names.artifact_hashes(logged.model_id)
+            )
+            model_json = {
+                "name": reg_name,
+                "model_id": logged.model_id,
+                "info": info.to_dict(),
+                "data_digests": digests,
+                "artifact_sha256": artifact_hashes,
+                "metrics": metrics,
+                "requirements": requirements,
+                names.MODEL_CALIBRATION: calibration.of_test_set(
+                    estimator, lambda: datasets.labelled_test_data(session)
+                ),
+                "log_seconds": round(time.perf_counter() - started, 3),
+            }
+            tracking.log_json(session.client, session.run_id, model_json, names.model_record(reg_name))
+            identity = _identity(session, info, digests, metrics)
+            identical_to = _identical_version(session, reg_name, identity)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pending.wait()
+        raise
+    try:
+        trip = pending.wait()
     except RoundTripError:
         with contextlib.suppress(Exception):
             session.client.set_logged_model_tags(logged.model_id, {names.TAG_ROUNDTRIP: ROUNDTRIP_FAILED})
         raise
+    finally:
+        if session.settings.warm_roundtrip:
+            models_mod.WARM.prewarm(session.settings.tracking_uri)  # for the next model
 
-    with state.tracking_call(session, f"recording metrics of {what}", f"metrics and registration of {what}"):
-        for key, value in metrics.items():
-            session.client.log_metric(session.run_id, key, value, model_id=logged.model_id)
+    hashes_tag = artifacts.hashes_digest(artifact_hashes)
+    with state.tracking_call(session, f"recording the check of {what}", f"the round-trip tag of {what}"):
         session.client.set_logged_model_tags(
-            logged.model_id,
-            {names.TAG_ROUNDTRIP: ROUNDTRIP_PASSED, names.TAG_ARTIFACT_SHA256: json.dumps(artifact_hashes)},
+            logged.model_id, {names.TAG_ROUNDTRIP: ROUNDTRIP_PASSED, names.TAG_ARTIFACT_SHA256: hashes_tag}
         )
-        model_json = {
-            "name": reg_name,
-            "model_id": logged.model_id,
-            "info": info.to_dict(),
-            "data_digests": digests,
-            "artifact_sha256": artifact_hashes,
-            "metrics": metrics,
-            "requirements": requirements,
-            "log_seconds": round(time.perf_counter() - started, 3),
-        }
-        tracking.log_json(session.client, session.run_id, model_json, names.model_record(reg_name))
-    registry_tags = _registry_tags(session, logged.model_id, digests, artifact_hashes, info)
+    registry_tags = _registry_tags(session, logged.model_id, digests, hashes_tag, info)
+    registry_tags[names.TAG_IDENTITY] = identity
+    description = version_description(session, reg_name, logged.model_id, digests, metrics, identical_to)
+    first_champion = session.settings.first_champion if champion is None else champion
     deferred = _deferred()
-    step(f"recording {what} for the runner" if deferred else f"registering {what}")
-    with state.tracking_call(session, f"recording {what}", f"the registration of {what}"):
-        registry.record_candidate(session.client, session.run_id, reg_name, logged.model_uri, registry_tags)
-        if deferred:
-            version = None
-        else:
-            version = registry.register(
-                session.client, session.run_id, reg_name, logged.model_uri, registry_tags
-            )
+    skip = skip_identical and identical_to is not None
+    version: str | None = None
+    became_champion = False
+    if skip:
+        step(f"not registering {what}: identical to version {identical_to}")
+    else:
+        step(f"recording {what} for the runner" if deferred else f"registering {what}")
+        with state.tracking_call(session, f"recording {what}", f"the registration of {what}"):
+            registry.record_candidate(
+                session.client,
+                session.run_id,
+                reg_name,
+                logged.model_uri,
+                registry_tags,
+                description=description,
+                model_id=logged.model_id,
+                first_champion=first_champion,
+            )  # under a runner, the runner registers it once the whole notebook succeeded
+            if not deferred:
+                registered = registry.register(
+                    session.client,
+                    session.run_id,
+                    reg_name,
+                    logged.model_uri,
+                    registry_tags,
+                    description=description,
+                    model_id=logged.model_id,
+                    first_champion=first_champion,
+                )
+                version, became_champion = registered.version, registered.champion
     record = ModelRecord(
         name=reg_name,
         version=version,
@@ -214,6 +271,9 @@ def model(
         artifact_sha256=artifact_hashes,
         roundtrip=trip,
         requirements=requirements,
+        identical_to=identical_to,
+        registered=version is not None,
+        champion=became_champion,
     )
     session.models.append(record)
     return record
@@ -340,7 +400,7 @@ def _registry_tags(
     session: state.Session,
     model_id: str,
     digests: dict[str, str],
-    artifact_hashes: dict[str, str],
+    hashes_digest: str,
     info: ModelInfo,
 ) -> dict[str, str]:
     env = session.environment
@@ -349,7 +409,7 @@ def _registry_tags(
         names.TAG_MODEL_ID: model_id,
         names.TAG_FLAVOR: info.flavor,
         names.TAG_ENV_DIGEST: env.digest,
-        names.TAG_ARTIFACT_SHA256: json.dumps(artifact_hashes, sort_keys=True),
+        names.TAG_ARTIFACT_SHA256: hashes_digest,
         names.TAG_CLASS: info.class_name,
     }
     for key, value in digests.items():
@@ -360,3 +420,104 @@ def _registry_tags(
     if env.git is not None and env.git.commit:
         tags[names.TAG_GIT_COMMIT] = env.git.commit
     return tags
+
+
+def _metric_datasets(
+    session: state.Session, digests: dict[str, str], x_source: str
+) -> dict[str, tuple[str, str]]:
+    """Metric prefix -> (dataset name, MLflow dataset digest) the metrics were computed on: the
+    tracked training frame the model was fitted on, and the labelled test frame."""
+    out: dict[str, tuple[str, str]] = {}
+    tracked = session.datasets
+    train = tracked.get(x_source)
+    if train is None:
+        keys = [k[len(names.DATASET_KEY_PREFIX) :] for k in digests if k.startswith(names.DATASET_KEY_PREFIX)]
+        train = next((tracked[k] for k in keys if k in tracked and tracked[k].role == "train"), None)
+    if train is not None:
+        out[TRAIN_PREFIX] = (train.name, datasets.mlflow_digest(train))
+    tests = [r for r in tracked.values() if r.role == "test" and r.target and r.name in session.frames]
+    if tests:
+        out[TEST_PREFIX] = (tests[-1].name, datasets.mlflow_digest(tests[-1]))
+    return out
+
+
+def _log_metrics(
+    session: state.Session, model_id: str, metrics: dict[str, float], on: dict[str, tuple[str, str]]
+) -> None:
+    """One batch: each metric linked to the logged model and to the dataset it was computed on."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = []
+    for key, value in metrics.items():
+        dataset = on.get(key.split("_", 1)[0])
+        batch.append(
+            Metric(
+                key,
+                value,
+                now,
+                0,
+                model_id=model_id,
+                dataset_name=dataset[0] if dataset else None,
+                dataset_digest=dataset[1] if dataset else None,
+            )
+        )
+    if batch:
+        session.client.log_batch(session.run_id, metrics=batch)
+
+
+def _identity(
+    session: state.Session, info: ModelInfo, digests: dict[str, str], metrics: dict[str, float]
+) -> str:
+    """What makes two captures the same model: code, data, class, params and metrics."""
+    import hashlib
+
+    env = session.environment
+    basis = {
+        "code": env.notebook.code_digest if env.notebook is not None else None,
+        "data": dict(sorted(digests.items())),
+        "class": info.class_name,
+        "params": dict(sorted(info.params.items())),
+        "metrics": {k: f"{v:.12g}" for k, v in sorted(metrics.items())},
+    }
+    text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _identical_version(session: state.Session, name: str, identity: str) -> str | None:
+    """The newest registered version of ``name`` with the same identity, if any."""
+    escaped = name.replace("'", "\\'")
+    versions = session.client.search_model_versions(f"name = '{escaped}'")
+    same = [int(mv.version) for mv in versions if (mv.tags or {}).get(names.TAG_IDENTITY) == identity]
+    return str(max(same)) if same else None
+
+
+def version_description(
+    session: state.Session,
+    name: str,
+    model_id: str,
+    digests: dict[str, str],
+    metrics: dict[str, float],
+    identical_to: str | None,
+) -> str:
+    """The registered version's description (Markdown, shown on its MLflow page): where it comes
+    from, the data it was fitted on, its metrics."""
+    from nb2prod.render.notebook_html import metrics_rows
+
+    env = session.environment
+    lines = [f"Captured by nb2prod from run `{session.run_id}` (logged model `{model_id}`)."]
+    if env.notebook is not None:
+        lines.append(f"Notebook `{state.notebook_key(env)}`, code `{env.notebook.code_digest[:19]}`.")
+    if env.git is not None and env.git.commit:
+        lines.append(
+            f"Git commit `{env.git.commit[:12]}`{' (uncommitted changes)' if env.git.dirty else ''}."
+        )
+    if identical_to is not None:
+        lines.append(f"Identical to version {identical_to} of {name} (same code, data and metrics).")
+    lines += ["", "Data:"]
+    lines += [f"- {key}: `{value}`" for key, value in digests.items()]
+    rows = metrics_rows(metrics)
+    if rows:
+        lines += ["", "| metric | train | test |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {train} | {test} |" for m, train, test in rows]
+    return "\n".join(lines)

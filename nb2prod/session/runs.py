@@ -8,10 +8,12 @@ environment with the notebook's previous run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nb2prod import protocol
 from nb2prod.config import load_settings
@@ -41,6 +43,7 @@ class StartResult:
         environment: The environment snapshot logged as ``environment.json``.
         previous_run_id: The last earlier run of the same notebook, if any.
         diff: What changed since that run (None without one).
+        gitignored: Entries this start added to the project's ``.gitignore`` (commit it).
     """
 
     run_id: str
@@ -49,6 +52,7 @@ class StartResult:
     environment: EnvironmentSnapshot
     previous_run_id: str | None
     diff: EnvironmentDiff | None
+    gitignored: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ def start(
     if state.active() is not None:
         end()
     tracking.check_reachable(settings)
+    from nb2prod.session import gitignore
+
+    ignored = gitignore.ensure(settings.home)  # before the snapshot: its git state sees the file
     snap = state.snapshot(shell, notebook)
     key = state.notebook_key(snap)
     run_tags = _run_tags(snap, key, tags)
@@ -160,21 +167,31 @@ def start(
             except Exception:
                 missed.append(names.ENVIRONMENT_DIFF_JSON)
     state.bind_fluent_run(run_id)
-    state.activate(
-        state.Session(
-            settings=settings,
-            client=client,
-            run_id=run_id,
-            experiment=settings.experiment,
-            experiment_id=experiment_id,
-            environment=snap,
-            previous_run_id=previous,
-            diff=diff,
-            shell=shell,
-            not_recorded=missed,
-            attached=bool(attach_to),
-        )
+    if settings.warm_roundtrip:
+        from nb2prod.capture.models import WARM
+
+        WARM.prewarm(settings.tracking_uri)  # imports and store ready before the model is
+    opened = state.Session(
+        settings=settings,
+        client=client,
+        run_id=run_id,
+        experiment=settings.experiment,
+        experiment_id=experiment_id,
+        environment=snap,
+        previous_run_id=previous,
+        diff=diff,
+        shell=shell,
+        not_recorded=missed,
+        attached=bool(attach_to),
+        gitignored=tuple(ignored),
     )
+    state.activate(opened)
+    if not attach_to:  # a runner ends its own run, and logged the parameter values it injected
+        _end_at_exit()
+        try:
+            _first_parameters(opened, state.notebook_path(shell, notebook))
+        except StoreError as exc:
+            opened.not_recorded.append(exc.not_recorded)
     return StartResult(
         run_id=run_id,
         experiment=settings.experiment,
@@ -182,7 +199,108 @@ def start(
         environment=snap,
         previous_run_id=previous,
         diff=diff,
+        gitignored=tuple(ignored),
     )
+
+
+_SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential|private", re.IGNORECASE)
+_MAX_PARAM = 6000
+
+
+def param_value(name: str, value: Any) -> str:
+    """A parameter's value as an MLflow run parameter (as ``nb2prod run`` logs them); secrets masked."""
+    if _SECRET_NAME.search(name):
+        return "***"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:_MAX_PARAM]
+
+
+def _first_parameters(session: state.Session, notebook: Path | None) -> None:
+    """Log the values of the notebook's ``parameters`` cell as run parameters (``mlflow ui`` compares
+    runs by them): the names from the saved cell, the values the kernel holds (else the cell's)."""
+    from nb2prod.capture.notebook import parameters_cell
+
+    found = parameters_cell(notebook) if notebook is not None else None
+    if found is None:
+        return
+    session.parameter_names = found[1]
+    _sync(session, found[0])
+
+
+def sync_parameters(cell_source: str) -> list[str]:
+    """After a cell ran: log parameters it set that the run does not have yet; returns the names
+    whose value changed since they were logged (MLflow keeps a run's parameters fixed).
+
+    Only a cell that assigns a parameter name counts; nothing happens without an open session.
+    """
+    session = state.active()
+    if session is None or session.attached or not session.parameter_names:
+        return []
+    from nb2prod.capture.notebook import assigned_names
+
+    if not set(assigned_names(cell_source)) & set(session.parameter_names):
+        return []
+    return _sync(session, cell_source)
+
+
+def _sync(session: state.Session, cell_source: str) -> list[str]:
+    import ast
+
+    ns = session.shell.user_ns if session.shell is not None else {}
+    literals: dict[str, Any] = {}
+    try:
+        for node in ast.parse(cell_source).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        with contextlib.suppress(ValueError, TypeError, SyntaxError, RecursionError):
+                            literals[target.id] = ast.literal_eval(node.value)
+    except SyntaxError:
+        pass
+    values: dict[str, str] = {}
+    for name in session.parameter_names:
+        if name in ns:
+            values[name] = param_value(name, ns[name])
+        elif name in literals:
+            values[name] = param_value(name, literals[name])
+    new = {k: v for k, v in values.items() if k not in session.parameters}
+    changed = [k for k, v in values.items() if k in session.parameters and session.parameters[k] != v]
+    if new:
+        from mlflow.entities import Param
+
+        with state.tracking_call(session, "logging the notebook's parameters", "the run's parameters"):
+            session.client.log_batch(session.run_id, params=[Param(k, v) for k, v in new.items()])
+        session.parameters.update(new)
+    for name in changed:
+        note = (
+            f"parameter {name} changed to {values[name]} after it was logged as {session.parameters[name]} "
+            "(MLflow keeps a run's parameters: %nb2prod start opens a new run)"
+        )
+        if note not in session.not_recorded:
+            session.not_recorded.append(note)
+    return changed
+
+
+_exit_hook = False
+
+
+def _end_at_exit() -> None:
+    """End the open run as FINISHED when the interpreter exits (a kernel shut down or restarted),
+    so it does not stay "Running" in MLflow. A runner ends its own run (the hook skips it)."""
+    global _exit_hook
+    if _exit_hook:
+        return
+    import atexit
+
+    def finish() -> None:
+        session = state.active()
+        if session is not None and not session.attached:
+            with contextlib.suppress(Exception):
+                end("FINISHED")
+
+    atexit.register(finish)
+    _exit_hook = True
 
 
 def _fail_run(client: MlflowClient, run_id: str) -> None:
@@ -197,6 +315,9 @@ def end(status: str = "FINISHED") -> str | None:
     session = state.release()
     if session is None:
         return None
+    from nb2prod.capture.models import WARM
+
+    WARM.stop()
     import mlflow
 
     active = mlflow.active_run()
@@ -223,6 +344,7 @@ def status() -> StatusReport:
         environment=session.environment,
         previous_run_id=session.previous_run_id,
         diff=session.diff,
+        gitignored=session.gitignored,
         datasets=list(session.datasets.values()),
         models=list(session.models),
         not_recorded=list(session.not_recorded),

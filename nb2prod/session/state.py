@@ -49,6 +49,9 @@ class Session:
     models: list[ModelRecord] = field(default_factory=list)
     not_recorded: list[str] = field(default_factory=list)
     attached: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
+    parameter_names: list[str] = field(default_factory=list)
+    gitignored: tuple[str, ...] = ()
 
 
 _current: Session | None = None

@@ -1,7 +1,8 @@
 """The one verified-model fetch: a registered version's files, checked before anything loads them.
 
-Capture records the sha256 of every file of the logged model
-(:data:`~nb2prod.tracking.names.TAG_ARTIFACT_SHA256`). Whoever later needs the
+Capture records the sha256 of every file of the logged model (the run's artifact
+:func:`~nb2prod.tracking.names.artifact_hashes`, named by its digest in the tag
+:data:`~nb2prod.tracking.names.TAG_ARTIFACT_SHA256`). Whoever later needs the
 files (export, retrain, reproduction, the fresh-process round trip) downloads them
 here, and gets them only when every recorded file matches: a changed, missing or
 unrecorded file is a :class:`~nb2prod.exceptions.ModelIntegrityError` naming it.
@@ -23,7 +24,15 @@ from nb2prod.tracking import names
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["VerifiedModel", "check_tree", "download_verified", "fetch_verified", "sha256_tree"]
+__all__ = [
+    "VerifiedModel",
+    "check_tree",
+    "download_verified",
+    "fetch_verified",
+    "hashes_digest",
+    "recorded_hashes",
+    "sha256_tree",
+]
 
 
 @dataclass
@@ -77,6 +86,50 @@ def download_verified(model_uri: str, recorded: dict[str, str], dst: Path, *, wh
     return local
 
 
+def hashes_digest(hashes: dict[str, str]) -> str:
+    """``sha256:<hex>`` of the hashes' canonical JSON: the one tag that names the hashes artifact."""
+    import hashlib
+
+    canonical = json.dumps(dict(sorted(hashes.items())), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def recorded_hashes(
+    client: MlflowClient, run_id: str, tags: dict[str, str], record: dict[str, Any], what: str
+) -> dict[str, str]:
+    """The sha256 of every model file as recorded at capture; ``{}`` when none were recorded.
+
+    Read from the run's artifact :func:`~nb2prod.tracking.names.artifact_hashes`, which must match
+    the digest in :data:`~nb2prod.tracking.names.TAG_ARTIFACT_SHA256`; runs of older captures
+    carry the JSON in the tag itself; the model record's copy is the last resort.
+
+    Raises:
+        ModelIntegrityError: the hashes artifact does not match the digest tag.
+    """
+    from nb2prod.tracking import client as tracking
+
+    raw = (tags.get(names.TAG_ARTIFACT_SHA256) or "").strip()
+    if raw.startswith("{"):  # written before the hashes became an artifact
+        try:
+            return dict(json.loads(raw))
+        except ValueError:
+            return {}
+    fallback = dict(record.get("artifact_sha256") or {})
+    if not raw:
+        return fallback
+    model_id = tags.get(names.TAG_MODEL_ID) or record.get("model_id")
+    stored = (
+        tracking.load_json_artifact(client, run_id, names.artifact_hashes(model_id)) if model_id else None
+    )
+    for candidate in (stored, fallback):
+        if isinstance(candidate, dict) and candidate and hashes_digest(candidate) == raw:
+            return dict(candidate)
+    raise ModelIntegrityError(
+        f"the recorded file hashes of {what} do not match their digest ({names.TAG_ARTIFACT_SHA256})",
+        hint="the run's integrity record was changed or lost; re-capture the model with %nb2prod model",
+    )
+
+
 def fetch_verified(client: MlflowClient, tracking_uri: str, name: str, mv: Any, dst: Path) -> VerifiedModel:
     """Download registered version ``mv`` of ``name`` into ``dst`` and check every file.
 
@@ -98,11 +151,7 @@ def fetch_verified(client: MlflowClient, tracking_uri: str, name: str, mv: Any, 
     if not run_id:
         raise ModelIntegrityError(f"{what} has no run", hint="register models through nb2prod capture")
     record = tracking.load_json_artifact(client, run_id, names.model_record(name)) or {}
-    raw = tags.get(names.TAG_ARTIFACT_SHA256)
-    try:
-        recorded: dict[str, str] = json.loads(raw) if raw else dict(record.get("artifact_sha256") or {})
-    except ValueError:
-        recorded = {}
+    recorded = recorded_hashes(client, run_id, tags, record, what)
     if not recorded:
         raise ModelIntegrityError(
             f"{what} carries no artifact hashes ({names.TAG_ARTIFACT_SHA256})",

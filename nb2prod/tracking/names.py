@@ -42,7 +42,10 @@ TAG_MODEL_ID = "nb2prod.model_id"
 TAG_FLAVOR = "nb2prod.flavor"
 TAG_CLASS = "nb2prod.class"
 TAG_ARTIFACT_SHA256 = "nb2prod.artifact_sha256"
+# ^ "sha256:<hex>" of the artifact ARTIFACT_HASHES (the sha256 of every model file); runs before
+#   that artifact existed hold the JSON of the hashes in the tag itself.
 TAG_ROUNDTRIP = "nb2prod.roundtrip"  # "passed" / "failed"
+TAG_IDENTITY = "nb2prod.identity"  # digest of code, data, class, params, metrics: identical re-runs
 TAG_DECISION = "nb2prod.decision"
 TAG_DECISION_REASON = "nb2prod.decision.reason"
 TAG_CONTENT = "nb2prod.content"  # on Bento models: the export's content hash
@@ -56,6 +59,7 @@ REQUIREMENTS_TXT = "requirements.txt"
 ENVIRONMENT_DIFF_JSON = "environment_diff.json"
 DATASETS_DIR = "datasets"  # datasets/NAME.json (record), datasets/NAME.parquet (holdout rows)
 MODELS_DIR = "models"  # models/NAME.json (the model record)
+ARTIFACT_HASHES_DIR = "integrity"  # integrity/MODEL_ID.json: sha256 of every file of a logged model
 CANDIDATES_DIR = "registry"  # registry/NAME.json (a registration deferred to the runner)
 SOURCE_ARTIFACT = "notebook/source.ipynb"
 EXECUTED_ARTIFACT = "notebook/executed.ipynb"
@@ -65,6 +69,9 @@ PREFLIGHT_ARTIFACT = "nb2prod/preflight_diff.json"
 REPRODUCTION_ARTIFACT = "nb2prod/reproduction.json"
 SWEEP_ARTIFACT = "nb2prod/sweep.json"
 DECISION_ARTIFACT = "retrain/decision.json"
+
+# Key of a model record holding the classifier's calibration map (capture/calibration.py).
+MODEL_CALIBRATION = "calibration"
 
 # Keys of a model record's ``data_digests``: "dataset:NAME" for a tracked dataset it was fitted on.
 DATASET_KEY_PREFIX = "dataset:"
@@ -97,6 +104,11 @@ def dataset_rows(dataset: str) -> str:
 def model_record(model: str) -> str:
     """Artifact path of a registered model's record."""
     return f"{MODELS_DIR}/{model}.json"
+
+
+def artifact_hashes(model_id: str) -> str:
+    """Artifact path (in the run that logged it) of a logged model's file hashes."""
+    return f"{ARTIFACT_HASHES_DIR}/{model_id}.json"
 
 
 def candidate_record(model: str) -> str:

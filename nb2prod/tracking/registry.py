@@ -26,26 +26,87 @@ TAG_REGISTERED = "nb2prod.registered"
 
 
 def record_candidate(
-    client: MlflowClient, run_id: str, name: str, model_uri: str, tags: dict[str, str]
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    model_uri: str,
+    tags: dict[str, str],
+    *,
+    description: str | None = None,
+    first_champion: bool = False,
+    model_id: str | None = None,
 ) -> None:
     """Remember, in the run, a model that is ready to be registered under ``name``."""
-    tracking.log_json(
-        client, run_id, {"name": name, "model_uri": model_uri, "tags": tags}, f"{CANDIDATES_DIR}/{name}.json"
-    )
+    data: dict[str, Any] = {"name": name, "model_uri": model_uri, "tags": tags}
+    if description is not None:
+        data["description"] = description
+    if first_champion:
+        data["first_champion"] = True
+    if model_id is not None:
+        data["model_id"] = model_id
+    tracking.log_json(client, run_id, data, f"{CANDIDATES_DIR}/{name}.json")
 
 
-def register(client: MlflowClient, run_id: str, name: str, model_uri: str, tags: dict[str, str]) -> str:
-    """Register ``model_uri`` as a new version of ``name``; returns the version."""
+@dataclass(frozen=True)
+class Registered:
+    """A version just created: its number, and whether it became the champion (first version)."""
+
+    version: str
+    champion: bool = False
+
+
+def _model_id_of(model_uri: str) -> str | None:
+    """``m-...`` of a ``models:/m-...`` URI (a logged model), else None."""
+    rest = model_uri.removeprefix("models:/")
+    return rest if rest != model_uri and rest.startswith("m-") and "/" not in rest else None
+
+
+def register(
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    model_uri: str,
+    tags: dict[str, str],
+    *,
+    description: str | None = None,
+    model_id: str | None = None,
+    first_champion: bool = False,
+) -> Registered:
+    """Register ``model_uri`` as a new version of ``name``, linked to its logged model.
+
+    With ``first_champion``, version 1 of a model without a champion becomes ``name@champion``
+    (recorded in the alias history), so ``nb2prod export NAME@champion`` works on a new project.
+    """
+    import json as json_mod
+
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
-    client.set_tag(run_id, f"{TAG_REGISTERED}.{name}", str(version.version))
-    return str(version.version)
+    model_id = model_id or _model_id_of(model_uri)
+    mv = client.create_model_version(
+        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
+    )
+    version = str(mv.version)
+    if model_id:
+        # What mlflow.register_model does too: the logged model's page lists its versions.
+        try:
+            logged = client.get_logged_model(model_id)
+            listed = json_mod.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+            listed.append({"name": name, "version": version})
+            client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json_mod.dumps(listed)})
+        except (MlflowException, ValueError):
+            pass
+    client.set_tag(run_id, f"{TAG_REGISTERED}.{name}", version)
+    champion = False
+    if first_champion and version == "1" and alias_version(client, name, CHAMPION) is None:
+        move_alias(client, name, CHAMPION, version, reason="first registered version of the model")
+        champion = True
+    return Registered(version, champion)
 
 
 def candidates(client: MlflowClient, run_id: str) -> list[dict[str, Any]]:
@@ -70,7 +131,19 @@ def register_candidates(client: MlflowClient, run_id: str) -> dict[str, str]:
     for candidate in candidates(client, run_id):
         name = candidate["name"]
         existing = run.data.tags.get(f"{TAG_REGISTERED}.{name}")
-        done[name] = existing or register(client, run_id, name, candidate["model_uri"], candidate["tags"])
+        done[name] = (
+            existing
+            or register(
+                client,
+                run_id,
+                name,
+                candidate["model_uri"],
+                candidate["tags"],
+                description=candidate.get("description"),
+                model_id=candidate.get("model_id"),
+                first_champion=bool(candidate.get("first_champion")),
+            ).version
+        )
     return done
 
 

@@ -176,6 +176,7 @@ def test_model_is_logged_roundtripped_and_registered(started: Any, client: Any, 
     )
     record = session.status().models[0]
     assert record.roundtrip.ok and record.roundtrip.rows == 200
+    assert record.roundtrip.warm  # checked by the process started at %nb2prod start
     assert "sklearn.tree._tree.Tree" in record.info.trusted_types
     assert record.info.params["n_estimators"] == "20"
     assert client.get_logged_model(record.model_id).params["n_estimators"] == "20"
@@ -186,8 +187,15 @@ def test_model_is_logged_roundtripped_and_registered(started: Any, client: Any, 
     assert mv.tags["nb2prod.data.X.digest"] == record.data_digests["X"]
     assert mv.tags["nb2prod.data.dataset.train.digest"] == session.status().datasets[0].digest
     assert mv.tags["nb2prod.env_digest"] == session.current().environment.digest
-    hashes = json.loads(mv.tags["nb2prod.artifact_sha256"])
-    assert "model.skops" in hashes and "MLmodel" in hashes
+    # the hashes of every file are a run artifact; the version carries one digest of them
+    hashes = json.loads(
+        Path(client.download_artifacts(record.run_id, f"integrity/{record.model_id}.json")).read_text()
+    )
+    assert "model.skops" in hashes and "MLmodel" in hashes and hashes == record.artifact_sha256
+    assert (
+        mv.tags["nb2prod.artifact_sha256"].startswith("sha256:")
+        and len(mv.tags["nb2prod.artifact_sha256"]) == 71
+    )
 
     import mlflow
 
@@ -243,6 +251,8 @@ def test_generic_model_goes_through_pyfunc(started: Any, tmp_path: Path, monkeyp
     record = session.model(started.user_ns["rule"], X=started.user_ns["X"], name="rule", variable="rule")
     assert record.info.flavor == "pyfunc" and record.version == "1"
     assert record.roundtrip.ok and record.metrics == {}
+    # PYTHONPATH changed after start: the warm process does not have it, a new one is started
+    assert not record.roundtrip.warm
     assert any(r.startswith("numpy==") for r in record.requirements)
 
 
@@ -288,3 +298,17 @@ def test_fresh_process_refuses_files_that_differ_from_their_hashes(started: Any)
             artifact_sha256=tampered,
         )
     assert "MLmodel" in str(info.value)
+
+
+def test_the_warm_round_trip_process_waits_apart_and_ends_with_the_session(ip: Any) -> None:
+    import os
+
+    from nb2prod.capture.models import WARM
+
+    magic(ip, "start unit")
+    assert WARM.waiting()
+    worker = WARM._worker
+    assert worker is not None and worker.proc.pid != os.getpid()
+    assert os.getpgid(worker.proc.pid) != os.getpgrp()  # a kernel's shutdown does not wait on it
+    magic(ip, "end")
+    assert not WARM.waiting() and worker.proc.poll() is not None

@@ -114,6 +114,9 @@ def _model(metrics: dict[str, float]) -> Any:
         data_digests={"X": "xxh3_128:1", "dataset:train": "xxh3_128:1"},
         artifact_sha256={"MLmodel": "sha256:0"},
         roundtrip=SimpleNamespace(rows=200, seconds=1.25),
+        identical_to=None,
+        registered=True,
+        champion=False,
     )
 
 
@@ -138,13 +141,19 @@ def test_status_html_is_left_aligned_with_metrics_uris_and_aliases() -> None:
         models=[_model({"training_accuracy": 1.0, "test_accuracy": 0.9})],
         not_recorded=[],
     )
-    shown = status_shown(report, {"models:/churn/2": ["champion"]}, experiment_id="7")  # type: ignore[arg-type]
+    shown = status_shown(
+        report,  # type: ignore[arg-type]
+        {"models:/churn/2": ["champion"]},
+        experiment_id="7",
+        bentos={"models:/churn/2": "churn:v2-abc (carries v2, v1)"},
+    )
     bundle = shown._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"} and "models:/churn/2" in bundle["text/plain"]
     page = bundle["text/html"]
     assert "text-align:right" not in page and page.count("text-align:left") > 10
     assert "<th style=" in page and ">train</th>" in page and ">test</th>" in page
     assert "@champion" in page and "m-abc" in page
+    assert ">bento</th>" in page and "churn:v2-abc (carries v2, v1)" in page
     # the UI links drop the credentials
     assert 'href="http://mlflow.local:5000/#/models/churn/versions/2"' in page
     assert 'href="http://mlflow.local:5000/#/experiments/7/runs/r2"' in page
@@ -156,3 +165,67 @@ def test_no_ui_link_for_a_database_store() -> None:
 
     assert ui_base("sqlite:///x/mlflow.db") is None
     assert ui_base("https://u:p@host/mlflow/") == "https://host/mlflow"
+
+
+def test_git_state_names_the_files_that_make_it_dirty() -> None:
+    env = _env()
+    env.git.dirty_files = ("a.py", "b.py", "c.py", "d.py", "e.py", "f.py", "g.py")
+    assert dict(render.environment_rows(env))["git"] == (
+        "0123456789ab on main (dirty: a.py, b.py, c.py, d.py, e.py and 2 more)"
+    )
+    env.git.dirty, env.git.dirty_files = False, ()
+    assert dict(render.environment_rows(env))["git"] == "0123456789ab on main (clean)"
+
+
+def test_export_shows_html_with_readable_text() -> None:
+    from nb2prod.export import ExportResult
+    from nb2prod.render.notebook_html import export_shown
+
+    result = ExportResult(
+        tag="churn:v3-abc",
+        name="churn",
+        model_version="3",
+        alias="champion",
+        source_dir=Path("bentos/churn"),
+        bentoml_home=Path(".nb2prod/bentoml"),
+        model_tag="churn:v3",
+        built=True,
+        archive=None,
+        seconds=1.0,
+        versions=("3", "2"),
+    )
+    bundle = export_shown(result)._repr_mimebundle_()
+    assert bundle["text/plain"].splitlines() == [
+        "nb2prod: churn:v3-abc built; carries v3, v2",
+        "nb2prod: service source in bentos/churn; serve it with: nb2prod serve churn",
+    ]
+    page = bundle["text/html"]
+    assert "nb2prod-output" in page and "<code>churn:v3-abc</code> built" in page
+    assert ">carries</th>" in page and "v3, v2" in page and "nb2prod serve churn" in page
+
+
+def test_model_headline_says_champion_identical_or_skipped() -> None:
+    first = SimpleNamespace(
+        **{**vars(_model({})), "version": "1", "model_uri": "models:/churn/1", "champion": True}
+    )
+    assert render.model_text(first).splitlines()[0] == (  # type: ignore[arg-type]
+        "nb2prod: registered models:/churn/1 (sklearn.linear_model.LogisticRegression, flavor sklearn); "
+        "it is churn@champion (first version)"
+    )
+    again = SimpleNamespace(**{**vars(_model({})), "identical_to": "1"})
+    lines = render.model_text(again).splitlines()  # type: ignore[arg-type]
+    assert lines[0].startswith("nb2prod: registered models:/churn/2")
+    assert lines[1].startswith("  identical   to version 1 (same code, data and metrics)")
+    assert "--skip-identical" in lines[1]
+    skipped = SimpleNamespace(
+        **{
+            **vars(_model({})),
+            "identical_to": "1",
+            "version": None,
+            "model_uri": "models:/m-abc",
+            "registered": False,
+        }
+    )
+    assert render.model_text(skipped).startswith(  # type: ignore[arg-type]
+        "nb2prod: not registered: identical to churn version 1 (same code, data and metrics); logged as models:/m-abc"
+    )
