@@ -17,6 +17,12 @@ project with nb2prod capture, exports it, and serves the same model three ways o
 * ``nb2prod-durable`` (``--only nb2prod,nb2prod-durable`` measures the two modes side by
   side): the same Bento served with ``NB2PROD_DURABLE=1``: each prediction is answered only
   after its log row is committed (group commit), so ``kill -9`` loses none.
+* ``nb2prod-shadow``: the same Bento with a shadow challenger (``shadow`` in its control
+  table, as ``POST /admin/shadow`` / ``nb2prod promote --shadow`` write it): every answered
+  row is scored again by the other carried version off the request path and logged with
+  ``monitor`` = ``shadow``. With it, a second version is registered and every nb2prod system
+  serves the Bento carrying both (the answering one is the newest), so ``nb2prod`` is the
+  no-shadow baseline of the same Bento. Target: p99 at 32 connections within 5% of it.
 
 Load: ``wrk`` (a separate process) posting the same 1-row JSON body over keep-alive
 connections; a warm-up run, then the measured run. Prints a table; ``--write`` also
@@ -66,6 +72,7 @@ class Result:
     requests: int
     spread: str = ""
     cpu_ms: float = 0.0
+    rounds: str = ""  # per round: throughput / bare BentoML's in the same round, and p99
 
 
 def cpu_seconds(pid: int) -> float:
@@ -118,8 +125,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def train(home: Path) -> tuple[str, dict[str, Any]]:
-    """Capture and register the breast-cancer pipeline in ``home``; returns (name, one row)."""
+def train(home: Path, versions: int = 1) -> tuple[str, dict[str, Any]]:
+    """Capture and register the breast-cancer pipeline in ``home`` (``versions`` of it, C=1, 0.1);
+    returns (name, one row)."""
     os.environ["NB2PROD_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / '.nb2prod' / 'mlflow.db'}"
     from sklearn.datasets import load_breast_cancer
@@ -134,9 +142,10 @@ def train(home: Path) -> tuple[str, dict[str, Any]]:
     train_df, test_df = train_test_split(frame, test_size=0.25, random_state=42, stratify=frame.target)
     nb2prod.start("bench")
     nb2prod.data(train_df, name="train", role="train", target="target")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    clf.fit(train_df.drop(columns="target"), train_df.target)
-    nb2prod.model(clf, name="bc")
+    for c in (1.0, 0.1)[:versions]:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        clf.fit(train_df.drop(columns="target"), train_df.target)
+        nb2prod.model(clf, name="bc")
     nb2prod.end()
     row = {k: float(v) for k, v in test_df.drop(columns="target").iloc[0].items()}
     return "bc", row
@@ -208,6 +217,17 @@ def warm(url: str, body: str, connections: int, seconds: int, tmp: Path) -> Resu
     return wrk(url, body, connections, seconds, tmp)
 
 
+def wait_shadow(metadata_url: str, timeout: float = 30) -> None:
+    """Until the service follows the shadow switch of its control table."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(metadata_url, timeout=10) as resp:
+            if (json.loads(resp.read()).get("shadow") or {}).get("version"):
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"the service did not start its shadow in {timeout} s")
+
+
 def machine() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -234,8 +254,8 @@ def machine() -> dict[str, str]:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | server CPU ms/req | errors | vs bare BentoML | vs mlflow serve |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | connections | req/s (median) | req/s (all rounds) | p50 ms | p99 ms | server CPU ms/req | errors | vs bare BentoML | vs mlflow serve | per round: vs bare, p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by = {(r.system, r.connections): r for r in results}
     for r in results:
@@ -245,7 +265,7 @@ def table(results: list[Result]) -> str:
         vm = f"{r.rps / mlf.rps:.2f}x" if mlf else "-"
         lines.append(
             f"| {r.system} | {r.connections} | {r.rps:.1f} | {r.spread} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.cpu_ms:.2f} | {r.errors} | {vb} | {vm} |"
+            f"| {r.cpu_ms:.2f} | {r.errors} | {vb} | {vm} | {r.rounds or '-'} |"
         )
     return "\n".join(lines)
 
@@ -266,14 +286,20 @@ def write_results(
         {"{table}"}
 
         - **nb2prod**: the exported Bento with every hook: input guard (content type, size,
-          strict pydantic rows, NaN/inf), adaptive batching, `bentoml.monitor` into the SQLite
-          prediction store (WAL, background queue), drift gauges, sha256-verified model.
+          strict pydantic rows, NaN/inf), request ids, routing/canary/fallback, adaptive
+          batching, `bentoml.monitor` into the SQLite prediction store (write-ahead spool,
+          background queue), drift sketches and gauges, sha256-verified model.
+        - **nb2prod-durable**: the same with `NB2PROD_DURABLE=1` (answered after the commit).
+        - **nb2prod-shadow**: the same Bento with version 1 shadowing every answered row
+          (scored off the request path, logged with `monitor` = `shadow`).
         - **bare-bentoml**: a plain `@bentoml.service` on the same BentoML model with the same
           skops load, the same adaptive batching and the same `predict` + `predict_proba`
           call, a plain pydantic row; access log off like the exported service; no other hook.
         - **mlflow-serve**: `mlflow models serve --env-manager local` of the same registered
           version (body `{{"dataframe_records": [row]}}`).
-        - Targets: nb2prod >= 0.9x bare BentoML and >= 2x mlflow serve throughput.
+        - Targets (issue 17): nb2prod >= 1.0x bare BentoML at 8 and 32 connections in every
+          round with p99 no worse; durable >= 0.8x; (issue 18) shadow p99 at 32 connections
+          within 5% of nb2prod's.
         - {"{logged}"}
 
         Machine: {info["cpu"]}, {info["cores"]} cores, {info["os"]}; Python {info["python"]},
@@ -401,12 +427,13 @@ def main() -> None:
     (home / "pyproject.toml").write_text('[tool.nb2prod]\nexperiment = "bench"\n', encoding="utf-8")
     os.environ.pop("BENTOML_HOME", None)
     print(f"training and exporting in {home} ...")
-    name, row = train(home)
+    shadowed = "nb2prod-shadow" in only
+    name, row = train(home, versions=2 if shadowed else 1)
     from nb2prod.config import load_settings
     from nb2prod.export import export_model, serve_command
 
     settings = load_settings(home)
-    exported = export_model(name, settings=settings)
+    exported = export_model(name, settings=settings, with_versions=["1"] if shadowed else ())
     print(f"exported {exported.tag}")
     body = json.dumps(row)
     logs = tmp / "logs"
@@ -450,6 +477,26 @@ def main() -> None:
         )
         start(
             "nb2prod-durable",
+            cmd.argv,
+            env,
+            home,
+            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{port}/predict",
+            body,
+        )
+    if shadowed:
+        port = free_port()
+        cmd = serve_command(name, port=port, settings=settings)
+        shadow_home = tmp / "shadow-bentoml-home"
+        shutil.copytree(settings.bentoml_home, shadow_home)
+        shadow_store = tmp / "predictions-shadow.db"
+        from nb2prod.serving.store import Store
+
+        # what `nb2prod promote bc 1 --shadow` writes: the version 1 scores every answered row too
+        Store(str(shadow_store)).set_control("shadow", {"version": "1"})
+        env = dict(cmd.env, BENTOML_HOME=str(shadow_home), NB2PROD_PREDICTION_STORE=str(shadow_store))
+        start(
+            "nb2prod-shadow",
             cmd.argv,
             env,
             home,
@@ -508,11 +555,14 @@ def main() -> None:
             ml_body,
         )
     runs: dict[tuple[str, int], list[Result]] = {}
+    shadow_dropped = 0.0
     warmed: dict[str, int] = {}
     dropped: dict[str, str] = {}
     try:
         for system, proc, ready, url, payload in servers:
             wait_ready(ready, proc)
+            if system == "nb2prod-shadow":
+                wait_shadow(ready.replace("/readyz", "/metadata"))
             warmed[system] = 1 + warm(url, payload, max(conns), args.warmup, tmp).requests
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}")
@@ -534,13 +584,22 @@ def main() -> None:
                     text = resp.read().decode()
                 found = re.search(r"^nb2prod_monitor_dropped_total(?:\{[^}]*\})? (\S+)", text, re.M)
                 dropped[system] = found.group(1) if found else "not reported"
+                if system == "nb2prod-shadow":
+                    shadow_dropped = sum(
+                        float(v)
+                        for v in re.findall(r"^nb2prod_shadow_dropped_total\{[^}]*\} (\S+)", text, re.M)
+                    )
                 if not found:
                     (Path(tempfile.gettempdir()) / "nb2prod-bench-metrics.txt").write_text(text)
     finally:
         for _system, proc, *_ in servers:
             stop(proc)
     notes = []
-    for system, db in (("nb2prod", "predictions.db"), ("nb2prod-durable", "predictions-durable.db")):
+    for system, db in (
+        ("nb2prod", "predictions.db"),
+        ("nb2prod-durable", "predictions-durable.db"),
+        ("nb2prod-shadow", "predictions-shadow.db"),
+    ):
         if system not in only:
             continue
         # wrk counts the answers it read; requests in flight when a run ends may be answered (and
@@ -551,7 +610,12 @@ def main() -> None:
             r.requests for (sys_, _c), rs in runs.items() if sys_ == system for r in rs
         )
         conn = sqlite3.connect(str(tmp / db))
-        logged = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        logged = conn.execute("SELECT count(*) FROM predictions WHERE monitor != 'shadow'").fetchone()[0]
+        shadow_rows = conn.execute("SELECT count(*) FROM predictions WHERE monitor = 'shadow'").fetchone()[0]
+        paired = conn.execute(
+            "SELECT count(DISTINCT s.request_id) FROM predictions s JOIN predictions p "
+            "ON p.request_id = s.request_id AND p.monitor != 'shadow' WHERE s.monitor = 'shadow'"
+        ).fetchone()[0]
         conn.close()
         verdict = (
             "served = logged" if logged >= counted and dropped.get(system) in ("0.0", "0") else "LOST ROWS"
@@ -560,6 +624,13 @@ def main() -> None:
             f"Served vs logged ({system}, all runs): wrk read {counted} answers, the prediction store "
             f"holds {logged} rows, `nb2prod_monitor_dropped_total` {dropped.get(system, '?')} ({verdict})."
         )
+        if system == "nb2prod-shadow":
+            whole = shadow_rows + shadow_dropped == logged and paired == shadow_rows
+            notes.append(
+                f"Shadow: {shadow_rows} shadow rows (version 1) for {logged} answered rows, each with the "
+                f"request id of an answered row ({paired}); `nb2prod_shadow_dropped_total` {shadow_dropped:g} "
+                f"({'every answered row shadowed or counted' if whole else 'SHADOW ROWS MISSING'})."
+            )
     if notes:
         notes.append(
             "Requests in flight when a wrk run stops are answered and logged but not counted by wrk, so logged >= read."
@@ -568,11 +639,18 @@ def main() -> None:
     if logged_note:
         print(logged_note)
     results = []
-    for rs in runs.values():
+    for (system, c), rs in runs.items():
         median = sorted(rs, key=lambda r: r.rps)[len(rs) // 2]
         median.spread = ", ".join(f"{r.rps:.0f}" for r in rs)
+        bare_rs = runs.get(("bare-bentoml", c))
+        if bare_rs and system != "bare-bentoml":
+            median.rounds = ", ".join(
+                f"{r.rps / b.rps:.2f}x {r.p99_ms:.0f}" for r, b in zip(rs, bare_rs, strict=True)
+            )
+        elif system == "bare-bentoml":
+            median.rounds = ", ".join(f"1.00x {r.p99_ms:.0f}" for r in rs)
         results.append(median)
-    order = ["nb2prod", "nb2prod-durable", "bare-bentoml", "mlflow-serve"]
+    order = ["nb2prod", "nb2prod-durable", "nb2prod-shadow", "bare-bentoml", "mlflow-serve"]
     results.sort(key=lambda r: (order.index(r.system), r.connections))
     print()
     print(table(results))

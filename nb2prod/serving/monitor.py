@@ -36,6 +36,7 @@ from bentoml.monitoring import MonitorBase
 
 from .manifest import Manifest
 from .redact import redact_text
+from .spool import SHADOW_MONITOR
 from .store import Store
 from .writer import (  # noqa: F401 (Sketcher, _Writer, drain, writer_for: the service and tests use them here)
     DURABLE_WAIT_S,
@@ -52,12 +53,14 @@ logger = logging.getLogger("nb2prod.serving")
 
 
 def recent(store: str, window: int) -> list[tuple[str, str]]:
-    """The newest ``window`` logged (features, prediction) rows; empty when nothing was logged."""
+    """The newest ``window`` logged (features, prediction) rows, shadow rows left out (they are
+    not traffic); empty when nothing was logged."""
     try:
         return [
             (str(a), str(b))
             for a, b in Store(store, readonly=True).query(
-                "SELECT features, prediction FROM predictions ORDER BY seq DESC LIMIT :n", {"n": window}
+                "SELECT features, prediction FROM predictions WHERE monitor != :shadow ORDER BY seq DESC LIMIT :n",
+                {"n": window, "shadow": SHADOW_MONITOR},
             )
         ]
     except Exception as exc:  # a store that cannot be read gives an empty window, and says so once per call

@@ -55,7 +55,10 @@ PREDICTION_SCHEMA: dict[str, Any] = {
     "properties": {
         "request_id": {"type": "string", "description": "send it back with the label to /feedback"},
         "prediction": {"description": "the model's answer (a class label or a number)"},
-        "model_version": {"type": "string", "description": "the registered version that answered"},
+        "model_version": {
+            "type": "string",
+            "description": "the registered version that answered (a shadow version never answers: /admin/shadow)",
+        },
         "probabilities": {
             "type": "object",
             "additionalProperties": {"type": "number"},

@@ -75,7 +75,8 @@ class Runtime:
     Bento's tag before any model is loaded (:func:`.integrity.verify_source`): a Bento whose
     source was edited serves nothing. The active version starts as the exported one; ``apply_control`` (the store's
     ``control`` table, written by ``nb2prod promote/rollback`` or the admin endpoints)
-    switches it, or sends a share of the rows to a canary, without a restart. Routing
+    switches it, sends a share of the rows to a canary, or has a shadow version score the
+    answered rows off the request path (``shadow``), without a restart. Routing
     is per row, by a hash of its request id, so a retried request takes the same route.
     """
 
@@ -105,6 +106,8 @@ class Runtime:
         self.active = self.primary
         canary = manifest.serving.canary
         self.canary: tuple[str, float] | None = (canary.version, canary.percent) if canary else None
+        # the version that scores the answered rows off the request path (shadow.py), never answering
+        self.shadow: str | None = None
         self.exported_ts = _iso_ts(manifest.exported_at)
         self.control_seen: dict[str, float] = {}
         self.control_refusals: dict[str, str] = {}
@@ -178,6 +181,8 @@ class Runtime:
             self.active = slot.version
             if self.canary and self.canary[0] == slot.version:
                 self.canary = None
+            if self.shadow == slot.version:  # promoted: it answers now, nothing left to shadow
+                self.shadow = None
 
     def set_canary(self, version: str | None, percent: float) -> None:
         if not version or percent <= 0:
@@ -190,6 +195,26 @@ class Runtime:
             raise ValueError(f"version {version} is already the active model")
         self.canary = (slot.version, float(percent))
 
+    def set_shadow(self, version: str | None) -> None:
+        """Score the answered rows with ``version`` too, off the request path (None: stop)."""
+        if not version:
+            self.shadow = None
+            return
+        slot = self.check_version(version)
+        if slot.version == self.active:
+            raise ValueError(
+                f"version {version} is the active model: shadow another version the Bento carries"
+            )
+        self.shadow = slot.version
+
+    def shadow_state(self) -> dict[str, Any] | None:
+        return {"version": self.shadow} if self.shadow else None
+
+    def score(self, version: str, rows: Sequence[Any]) -> list[Any]:
+        """Predictions of ``version`` for validated rows (no fallback: the shadow's own answers)."""
+        predictions, _ = self._predict_with(self.slots[version], self.frame(rows))
+        return predictions
+
     def apply_control(self, control: Mapping[str, tuple[Any, float]]) -> list[str]:
         """Follow switches set after this Bento was exported; returns what changed (for the log).
 
@@ -200,7 +225,7 @@ class Runtime:
         ``control_refusals`` (shown in /metadata, read by ``nb2prod promote``).
         """
         changed: list[str] = []
-        for name in ("active", "canary"):
+        for name in ("active", "canary", "shadow"):
             if name not in control:
                 continue
             value, at = control[name]
@@ -214,6 +239,20 @@ class Runtime:
                     if str(value) != self.active:
                         self.set_active(str(value))
                         changed.append(f"active model is now version {self.active} (control table)")
+                elif name == "shadow":
+                    if value is not None and not isinstance(value, dict):
+                        raise ValueError(
+                            f"the shadow switch is {{'version': V}} or null, not a {type(value).__name__}"
+                        )
+                    version = (value or {}).get("version")
+                    if version is not None and self._still_loading(str(version)):
+                        self._note_waiting(name, str(version))
+                        continue
+                    if version is not None and str(version) == self.active:
+                        self.shadow = None  # stale: the shadowed version was promoted since
+                    else:
+                        self.set_shadow(None if version is None else str(version))
+                    changed.append(f"shadow: {self.shadow_state()} (control table)")
                 else:
                     value = value or {}
                     version = value.get("version")
@@ -374,6 +413,7 @@ class Runtime:
                 for v, slot in self.slots.items()
             },
             "canary": self.canary_state(),
+            "shadow": self.shadow_state(),
             "control_refusals": dict(self.control_refusals),
             "worker_pid": os.getpid(),
             "fallbacks": dict(self.fallbacks),

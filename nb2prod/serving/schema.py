@@ -76,30 +76,31 @@ def _finite_check(allow_nan: bool, allow_inf: bool) -> Any:
 
 
 def field_type(column: Column, profile: Mapping[str, Any] | None) -> Any:
-    """The pydantic type of one captured column."""
-    kind = column.kind
-    nullable = bool(column.nullable)
+    """The pydantic type of one captured column, from its :func:`.contract.rule` (the one
+    reading of nullability, NaN and ±inf that batch scoring applies too)."""
+    from .contract import MAX_TEXT, rule  # contract imports this module: imported here, not at the top
+
+    spec = rule(column, profile)
+    kind = spec.kind
     if kind == "float":
-        allow_inf = bool(profile and profile.get("n_infinite"))
-        allow_nan = nullable
         base: Any = Annotated[
             float,
-            Field(strict=True, allow_inf_nan=allow_inf or allow_nan),
-            _finite_check(allow_nan, allow_inf),
+            Field(strict=True, allow_inf_nan=spec.allow_inf or spec.allow_nan),
+            _finite_check(spec.allow_nan, spec.allow_inf),
         ]
     elif kind == "int":
         base = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
     elif kind == "bool":
         base = Annotated[bool, Field(strict=True)]
-    elif kind == "category" and column.categories:
-        base = Literal[tuple(column.categories)]
+    elif kind == "category" and spec.categories:
+        base = Literal[spec.categories]
     elif kind == "datetime":
         from datetime import datetime
 
         base = datetime
     else:
-        base = Annotated[str, Field(strict=True, max_length=10_000)]
-    return base | None if nullable else base
+        base = Annotated[str, Field(strict=True, max_length=MAX_TEXT)]
+    return base | None if spec.nullable else base
 
 
 def row_model(
