@@ -3,21 +3,32 @@
 Run from the repository root::
 
     .venv/bin/python bench/bench_score.py                          # 1 M and 5 M rows (the issue's run)
-    .venv/bin/python bench/bench_score.py --rows 200000,1000000    # quicker
+    .venv/bin/python bench/bench_score.py --rows 200000 --rounds 1 # quicker
     .venv/bin/python bench/bench_score.py --cluster                # also a 2-worker LocalCluster
+    .venv/bin/python bench/bench_score.py --stages                 # where one process's time goes
+    .venv/bin/python bench/bench_score.py --pg postgresql+psycopg://U:P@127.0.0.1:5432/DB  # + PG store
 
 The example notebook (``nb2prod demo``'s breast-cancer LogisticRegression, 30 float
 features) is captured once in a temp project. For each size, a Parquet file of that many
-rows (the training rows resampled with noise, 100,000-row row groups) is scored:
+rows (the training rows resampled with noise, 100,000-row row groups) is scored, in
+interleaved rounds (each variant once per round, each in its own process):
 
-* ``nb2prod score`` (contract check, rejects, output, every row logged with its sketches
-  into the prediction store), in its own process; and the same with ``--no-log``;
-* a plain script in its own process: the same sklearn model (loaded with skops from the
-  same verified files), ``pandas.read_parquet`` of the whole file, ``predict_proba``.
+* ``plain``: the same sklearn model (loaded from the same verified files), ``pandas.read_parquet``
+  of the whole file, ``predict_proba``; no checks, no output, no logging;
+* ``nb2prod score``: contract check, output Parquet, every row logged (JSON rows + drift
+  sketches) into a fresh SQLite prediction store;
+* ``nb2prod score --no-log``; with ``--pg``, ``nb2prod score`` logging into PostgreSQL (COPY).
 
 Peak memory is each process's own ``ru_maxrss`` (``os.wait4``). rows/s counts the scoring
-alone (the plain script: read + predict; nb2prod: from the first chunk to the renamed
-output, model loading excluded on both sides).
+alone (plain: read + predict; nb2prod: from the first chunk to the renamed output with every
+row committed to the store; model loading excluded on both sides). Medians over the rounds.
+
+``--cluster``: the input as 10 Parquet parts, scored by one process and by a 2-worker
+``LocalCluster`` (127.0.0.1, one thread each), with and without logging, interleaved.
+
+``--stages``: the stages of one process timed one after another on the same chunks, in
+one thread (no overlap): read, contract check, model, output, JSON encoding, sketches,
+store insert. They say what each stage costs a row, and so what bounds the rows/s.
 """
 
 from __future__ import annotations
@@ -25,11 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,13 +71,73 @@ import json, sys, time
 from nb2prod.batch import score
 t = {}
 result = score(sys.argv[2], sys.argv[1], sys.argv[3], chunk_rows=int(sys.argv[4]), scheduler=sys.argv[5] or None,
-               log=sys.argv[6] == "log", on_start=lambda m, s: t.setdefault("t0", time.perf_counter()))
+               log=sys.argv[6] != "-", store=sys.argv[6] if sys.argv[6] != "-" else None,
+               on_start=lambda m, s: t.setdefault("t0", time.perf_counter()))
 print(json.dumps({"rows": result.rows, "seconds": time.perf_counter() - t["t0"], "scored": result.scored}))
+"""
+
+STAGES = r"""
+import json, sys, time
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pathlib import Path
+from nb2prod.batch.model import from_registry
+from nb2prod.batch.source import open_source
+from nb2prod.batch.log import json_rows, _prediction_column, _sketch_values
+from nb2prod.batch.score import _Writer
+from nb2prod.config import load_settings
+from nb2prod.serving import contract, sketch
+from nb2prod.serving.store import Store
+
+loaded = from_registry(sys.argv[2], load_settings())
+rules = contract.rules(loaded.manifest.schema, loaded.manifest.reference)
+sketchers = {c: sketch.Sketcher(p) for c, p in loaded.manifest.monitored_columns().items()}
+store = Store(sys.argv[3])
+out = _Writer(Path(sys.argv[4]))
+t = dict.fromkeys(["read", "check", "model", "output", "json", "sketch", "insert"], 0.0)
+rows = 0
+clock = time.perf_counter
+batches = open_source(Path(sys.argv[1])).parts[0].batches(int(sys.argv[5]))
+while True:
+    t0 = clock()
+    batch = next(batches, None)
+    t["read"] += clock() - t0
+    if batch is None:
+        break
+    n = batch.num_rows
+    t0 = clock(); checked = contract.check(batch, rules); frame = contract.frame(checked, rules); t["check"] += clock() - t0
+    t0 = clock()
+    predictions = np.asarray(loaded.model.predict(frame)); proba = loaded.model.predict_proba(frame)
+    t["model"] += clock() - t0
+    t0 = clock()
+    numbers = pa.array(np.arange(rows, rows + n))
+    ids = pc.binary_join_element_wise("b1-", pc.cast(numbers, pa.string()), "")
+    table = pa.table({"row_id": numbers, "request_id": ids, "prediction": predictions,
+                      **{f"proba_{j}": proba[:, j] for j in range(proba.shape[1])},
+                      "model_version": pa.repeat(pa.scalar("1"), n)})
+    out.write(table)
+    t["output"] += clock() - t0
+    columns = {r.name: (checked.values[r.name], checked.null[r.name], r.kind) for r in rules}
+    t0 = clock()
+    features = json_rows(columns); preds = json_rows({"prediction": _prediction_column(predictions)}); id_list = ids.to_pylist()
+    t["json"] += clock() - t0
+    t0 = clock()
+    for c, s in sketchers.items():
+        s(predictions if c == "__prediction__" else _sketch_values(*columns[c][:2], columns[c][2]))
+    t["sketch"] += clock() - t0
+    t0 = clock()
+    store.insert_predictions(id_list, features, preds, ts=time.time(), monitor="batch", model_version="1")
+    t["insert"] += clock() - t0
+    rows += n
+out.commit()
+store.close()
+print(json.dumps({"rows": rows, **t}))
 """
 
 
 def _run(code: str, args: list[str], env: dict[str, str], cwd: Path) -> tuple[dict[str, float], float]:
-    """Run ``code`` in its own process: its JSON line and its peak RSS in MiB."""
+    """Run ``code`` in its own process: its JSON line and its own peak RSS in MiB (``wait4``)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -96,16 +170,50 @@ def _write_rows(path: Path, rows: int, seed: int = 0) -> None:
             writer.write_table(chunk)
 
 
+def _fresh(path: Path) -> str:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return str(path)
+
+
+def _reset_pg(url: str) -> None:
+    """Empty the benchmark's PostgreSQL store between rounds (the tables stay)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        exists = conn.execute(sa.text("SELECT to_regclass('predictions')")).scalar()
+        if exists:
+            conn.execute(sa.text("TRUNCATE predictions, sketches, events"))
+    engine.dispose()
+
+
+def _speed(result: dict[str, float]) -> float:
+    return result["rows"] / result["seconds"]
+
+
+def _table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    print(f"\n{title}")
+    print("| rows | what | rows/s (median) | peak RSS MiB |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", default="1000000,5000000", help="comma-separated input sizes")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size")
     parser.add_argument("--chunk-rows", type=int, default=65_536)
-    parser.add_argument("--cluster", action="store_true", help="also score on a 2-worker LocalCluster")
+    parser.add_argument("--cluster", action="store_true", help="also score parts on a 2-worker LocalCluster")
+    parser.add_argument("--stages", action="store_true", help="time each stage of one process")
+    parser.add_argument("--pg", default=None, metavar="URL", help="also log into this PostgreSQL store")
     args = parser.parse_args()
     sizes = [int(s) for s in args.rows.split(",")]
     print(_machine.machine(("scikit-learn", "pyarrow", "pandas", "dask")))
+    print(f"command: python bench/bench_score.py {' '.join(sys.argv[1:])}")
     from nb2prod.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="nb2prod-bench-score-") as tmp:
@@ -120,44 +228,93 @@ def main() -> None:
         for name in ("BENTOML_HOME", "NB2PROD_PREDICTION_STORE"):
             env.pop(name, None)
         env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
-        print(f"{'rows':>10} {'what':<28} {'rows/s':>12} {'peak RSS MiB':>13}")
         for rows in sizes:
             data = root / f"rows-{rows}.parquet"
             _write_rows(data, rows)
-            plain, plain_rss = _run(PLAIN, [str(data), MODEL], env, home)
-            env["NB2PROD_PREDICTION_STORE"] = str(root / f"store-{rows}.db")
-            ours, ours_rss = _run(
-                NB2PROD,
-                [str(data), MODEL, str(root / f"out-{rows}.parquet"), str(args.chunk_rows), "", "log"],
-                env,
-                home,
-            )
-            bare, bare_rss = _run(
-                NB2PROD,
-                [str(data), MODEL, str(root / f"bare-{rows}.parquet"), str(args.chunk_rows), "", "no-log"],
-                env,
-                home,
-            )
-            print(
-                f"{rows:>10,} {'plain predict_proba':<28} {plain['rows'] / plain['seconds']:>12,.0f} {plain_rss:>13,.0f}"
-            )
-            ratio = (ours["rows"] / ours["seconds"]) / (plain["rows"] / plain["seconds"])
-            print(
-                f"{rows:>10,} {'nb2prod score (1 process)':<28} {ours['rows'] / ours['seconds']:>12,.0f} "
-                f"{ours_rss:>13,.0f}   {ratio:.2f}x plain"
-            )
-            ratio = (bare["rows"] / bare["seconds"]) / (plain["rows"] / plain["seconds"])
-            print(
-                f"{rows:>10,} {'nb2prod score --no-log':<28} {bare['rows'] / bare['seconds']:>12,.0f} "
-                f"{bare_rss:>13,.0f}   {ratio:.2f}x plain"
-            )
+            _compare(root, data, rows, env, home, args)
+            if args.stages:
+                _stages(root, data, rows, env, home, args.chunk_rows)
             if args.cluster:
-                _cluster(root, data, rows, env, home, args.chunk_rows, ours)
+                _cluster(root, data, rows, env, home, args.chunk_rows, args.rounds)
             data.unlink()
 
 
+def _compare(
+    root: Path, data: Path, rows: int, env: dict[str, str], home: Path, args: argparse.Namespace
+) -> None:
+    """Plain script and ``nb2prod score`` variants on ``data``, interleaved rounds; the table."""
+    variants: dict[str, Any] = {
+        "plain `predict_proba`": lambda: _run(PLAIN, [str(data), MODEL], env, home),
+        "`nb2prod score` (SQLite log)": lambda: _run(
+            NB2PROD,
+            [
+                str(data),
+                MODEL,
+                str(root / "out.parquet"),
+                str(args.chunk_rows),
+                "",
+                _fresh(root / "s.db"),
+            ],
+            env,
+            home,
+        ),
+        "`nb2prod score --no-log`": lambda: _run(
+            NB2PROD,
+            [str(data), MODEL, str(root / "out.parquet"), str(args.chunk_rows), "", "-"],
+            env,
+            home,
+        ),
+    }
+    if args.pg:
+
+        def pg_run() -> tuple[dict[str, float], float]:
+            _reset_pg(args.pg)
+            return _run(
+                NB2PROD,
+                [str(data), MODEL, str(root / "out.parquet"), str(args.chunk_rows), "", args.pg],
+                env,
+                home,
+            )
+
+        variants["`nb2prod score` (PostgreSQL log)"] = pg_run
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    for r in range(args.rounds):
+        for name, run in variants.items():
+            result, rss = run()
+            results[name].append((_speed(result), rss))
+            print(
+                f"  round {r + 1} {rows:,} {name}: {_speed(result):,.0f} rows/s, {rss:,.0f} MiB",
+                flush=True,
+            )
+    plain = statistics.median(s for s, _ in results["plain `predict_proba`"])
+    lines = []
+    for name, values in results.items():
+        speed = statistics.median(s for s, _ in values)
+        rss = max(m for _, m in values)
+        ratio = "" if name.startswith("plain") else f" ({speed / plain:.2f}x plain)"
+        lines.append((f"{rows / 1e6:g} M", name, f"{speed:,.0f}{ratio}", f"{rss:,.0f}"))
+    _table(f"{rows:,} rows, {args.rounds} rounds", lines)
+
+
+def _stages(root: Path, data: Path, rows: int, env: dict[str, str], home: Path, chunk_rows: int) -> None:
+    result, _ = _run(
+        STAGES,
+        [str(data), MODEL, _fresh(root / "stages.db"), str(root / "stages.parquet"), str(chunk_rows)],
+        env,
+        home,
+    )
+    total = sum(v for k, v in result.items() if k != "rows")
+    print(f"\nstages of one process, one after another, {rows:,} rows (us a row, share of the sum)")
+    print("| stage | us/row | share |")
+    print("| --- | --- | --- |")
+    for key, value in result.items():
+        if key != "rows":
+            print(f"| {key} | {value / rows * 1e6:.2f} | {value / total:.0%} |")
+    print(f"| sum | {total / rows * 1e6:.2f} | 100% |")
+
+
 def _cluster(
-    root: Path, data: Path, rows: int, env: dict[str, str], home: Path, chunk_rows: int, one: dict[str, float]
+    root: Path, data: Path, rows: int, env: dict[str, str], home: Path, chunk_rows: int, rounds: int
 ) -> None:
     import pyarrow.parquet as pq
     from distributed import LocalCluster
@@ -165,31 +322,46 @@ def _cluster(
     parts = root / f"parts-{rows}"
     parts.mkdir()
     handle = pq.ParquetFile(data)
-    for i in range(handle.num_row_groups):  # one part per row group: enough tasks for 2 workers
-        pq.write_table(handle.read_row_group(i), parts / f"part-{i:04d}.parquet")
-    env = dict(env, NB2PROD_PREDICTION_STORE=str(root / f"store-cluster-{rows}.db"))
+    groups = handle.num_row_groups
+    per_part = max(1, groups // 10)
+    for i, start in enumerate(range(0, groups, per_part)):
+        table = handle.read_row_groups(list(range(start, min(groups, start + per_part))))
+        pq.write_table(table, parts / f"part-{i:04d}.parquet")
+
+    def out_dir() -> str:
+        path = root / "out-cluster"
+        shutil.rmtree(path, ignore_errors=True)
+        return str(path)
+
+    results: dict[str, list[float]] = {}
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:
-        started = time.perf_counter()
-        ours, _ = _run(
-            NB2PROD,
-            [
-                str(parts),
-                MODEL,
-                str(root / f"out-cluster-{rows}"),
-                str(chunk_rows),
-                cluster.scheduler_address,
-                "log",
-            ],
-            env,
-            home,
-        )
-        del started
-    speed = ours["rows"] / ours["seconds"]
-    print(
-        f"{rows:>10,} {'nb2prod score (2 workers)':<28} {speed:>12,.0f} {'-':>13}   {speed / (one['rows'] / one['seconds']):.2f}x 1 process"
-    )
+        time.sleep(1)
+        for r in range(rounds):
+            for log in (False, True):
+                suffix = "SQLite log" if log else "--no-log"
+                for where, scheduler in (
+                    ("1 process", ""),
+                    ("2-worker LocalCluster", cluster.scheduler_address),
+                ):
+                    store = _fresh(root / "c.db") if log else "-"
+                    out = out_dir() if scheduler else str(root / "out-one.parquet")
+                    result, _ = _run(
+                        NB2PROD, [str(parts), MODEL, out, str(chunk_rows), scheduler, store], env, home
+                    )
+                    key = f"{where}, {suffix}"
+                    results.setdefault(key, []).append(_speed(result))
+                    print(f"  round {r + 1} {rows:,} {key}: {_speed(result):,.0f} rows/s", flush=True)
+    print(f"\n{rows:,} rows in {len(list(parts.iterdir()))} parts, {rounds} rounds")
+    print("| what | rows/s (median) | 2 workers / 1 process |")
+    print("| --- | --- | --- |")
+    for suffix in ("--no-log", "SQLite log"):
+        one = statistics.median(results[f"1 process, {suffix}"])
+        two = statistics.median(results[f"2-worker LocalCluster, {suffix}"])
+        print(f"| 1 process, {suffix} | {one:,.0f} | |")
+        print(f"| 2-worker LocalCluster, {suffix} | {two:,.0f} | {two / one:.2f}x |")
+    shutil.rmtree(parts)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from nb2prod.render import notebook as render
 from nb2prod.render import notebook_html as html
 from nb2prod.session import quiet
 
-SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "score", "monitor")
+SUBCOMMANDS = ("start", "data", "model", "status", "end", "export", "score", "monitor", "trace")
 
 
 class _HelpShown(Exception):
@@ -101,6 +101,9 @@ def _parsers() -> dict[str, _Parser]:
     )
     monitor.add_argument("--until", help="end of the window, as --since")
     monitor.add_argument("--html", help="also write the HTML report to this file")
+    trace = p["trace"] = _Parser(prog="%nb2prod trace")
+    trace.add_argument("name", metavar="NAME", help="the served (or batch-scored) model")
+    trace.add_argument("request_id", metavar="REQUEST_ID", help="the request id of one logged prediction")
     return p
 
 
@@ -272,6 +275,11 @@ class Nb2ProdMagics(Magics):
         if args.html:
             Path(args.html).expanduser().write_text(render_html(report), encoding="utf-8")
         display(render.MonitorView(report))
+
+    def _trace(self, args: argparse.Namespace) -> None:
+        from nb2prod.lifecycle.trace import trace
+
+        _show(html.trace_shown(trace(args.name, args.request_id)))
 
     # -- cell hook -------------------------------------------------------------------
 

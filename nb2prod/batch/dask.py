@@ -5,6 +5,11 @@ The model travels once per worker, not once per task: it is registered as a work
 tasks find it in the worker's process by the batch id. Each task scores one part with the
 same :class:`~nb2prod.batch.score.Scorer` as a local run and writes its own output part;
 the parts are written under a temporary directory renamed to OUTPUT at the end.
+
+Every worker logs its rows itself, so the prediction store must be one each worker reaches:
+a SQLite file of this machine only with a scheduler on this machine (a ``LocalCluster`` on
+127.0.0.1); with a remote scheduler :func:`nb2prod.batch.score.check_store_reachable` refuses
+it before anything is loaded, naming a PostgreSQL store (``--store``) as the fix.
 """
 
 from __future__ import annotations

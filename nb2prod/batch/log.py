@@ -7,26 +7,28 @@ tables through the same store API and sketch code: rows with request id
 ``<batch id>-<row>`` and ``monitor`` = ``batch``, sketches under its own writer id
 (``batch-<batch id>-<pid>``), refused rows as ``invalid`` events (reason and field).
 
-Rows are encoded to JSON column-wise in Arrow (no Python object per cell) and written by a
-background thread while the next chunk is scored; at most two chunks wait, so memory stays
-bounded by the chunk size.
+Rows are encoded to JSON column-wise in Arrow (no Python object per cell) and bulk-inserted
+by two background threads while the next chunk is scored (:class:`BatchLog`); at most two
+chunks wait in each, so memory stays bounded by the chunk size.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from nb2prod.serving import sketch
 from nb2prod.serving.manifest import Manifest
-from nb2prod.serving.store import PREDICTION_COLUMN, SQL_INSERT_PREDICTION, SQL_UPSERT_SKETCH, Store
+from nb2prod.serving.store import PREDICTION_COLUMN, SQL_UPSERT_SKETCH, Store
 
 __all__ = ["SOURCE", "BatchLog"]
 
@@ -70,8 +72,30 @@ def json_rows(columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]]) -> list
     return list(pc.binary_join_element_wise(*pieces, "").to_pylist())
 
 
+@dataclass
+class _Chunk:
+    """One scored chunk waiting to be encoded and written."""
+
+    request_ids: Any  # Arrow string array (the output's request_id column)
+    columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]]
+    predictions: np.ndarray
+    now: float
+    probabilities: Mapping[str, np.ndarray] | None = None
+
+
+_Work = _Chunk | list[dict[str, Any]] | None
+"""What the encoder takes: a chunk, ``invalid`` events, or None (the end)."""
+
+
 class BatchLog:
-    """Writes one batch's rows, sketches and refusals into a prediction store (in a background thread).
+    """Writes one batch's rows, sketches and refusals into a prediction store, off the scoring thread.
+
+    Two threads form a pipeline beside the scoring thread: the encoder turns a chunk into JSON
+    text (Arrow kernels, which release the GIL) and folds it into the drift sketches (numpy);
+    the writer bulk-inserts it (:meth:`Store.insert_predictions`: one prepared statement on
+    SQLite, ``COPY`` on PostgreSQL) and upserts the sketches. Each queue holds at most two
+    chunks, so memory is bounded by the chunk size whatever the input's size. A failed write
+    is raised in the scoring thread at its next call, or by :meth:`close`.
 
     Args:
         location: The store (path or SQLAlchemy URL; :func:`nb2prod.serving.store.prediction_store`).
@@ -89,103 +113,144 @@ class BatchLog:
         self.acc: dict[tuple[int, str], list[Any]] = {}
         self.rows = 0
         self.failure: BaseException | None = None
-        self._queue: queue.Queue[list[tuple[str, list[dict[str, Any]]]] | None] = queue.Queue(maxsize=2)
-        self._thread = threading.Thread(target=self._drain, name="nb2prod-batch-log", daemon=True)
-        self._thread.start()
+        self._encode_q: queue.Queue[_Work] = queue.Queue(maxsize=2)
+        self._write_q: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=2)
+        self._threads = [
+            threading.Thread(target=self._encode_loop, name="nb2prod-batch-encode", daemon=True),
+            threading.Thread(target=self._write_loop, name="nb2prod-batch-write", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _drain(self) -> None:
-        while True:
-            work = self._queue.get()
-            if work is None:
-                return
-            if self.failure is not None:
-                continue
-            try:
-                for sql, rows in work:
-                    self.store.write(sql, rows)
-            except BaseException as exc:  # raised in the scoring thread at the next chunk or close
-                self.failure = exc
-
-    def _put(self, work: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        if self.failure is not None:
-            raise self.failure
-        self._queue.put(work)
+    # -- scoring thread ----------------------------------------------------------------------
 
     def log(
         self,
-        rows: np.ndarray,
+        request_ids: Any,
         columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
-        predictions: Sequence[Any],
+        predictions: np.ndarray,
         *,
+        probabilities: Mapping[str, np.ndarray] | None = None,
         now: float | None = None,
     ) -> None:
-        """Log scored rows: their input row numbers, each feature's (values, null mask, kind), predictions."""
-        now = time.time() if now is None else now
-        if not len(rows):
+        """Queue scored rows: their request ids (Arrow strings), each feature's (values, null mask,
+        kind), the predictions and (classifiers) each class's probabilities, logged as the
+        service logs them (``{"prediction": ..., "probabilities": {"<class>": p}}``) for the
+        label-free quality estimate. The arrays must not be changed afterwards."""
+        if self.failure is not None:
+            raise self.failure
+        if not len(request_ids):
             return
-        lines = json_rows(columns)
-        preds = json_rows({"prediction": _prediction_column(predictions)})
-        prefix = f"{self.batch_id}-"
-        logged = [
-            {
-                "request_id": prefix + str(r),
-                "ts": now,
-                "monitor": SOURCE,
-                "model_version": self.version,
-                "features": line,
-                "prediction": pred,
-            }
-            for r, line, pred in zip(rows.tolist(), lines, preds, strict=True)
-        ]
-        bucket = int(now // 60) * 60
-        for column, sketcher in self.sketchers.items():
-            if column == PREDICTION_COLUMN:
-                values: Any = predictions
-            elif column in columns:
-                values, null, kind = columns[column]
-                values = _sketch_values(values, null, kind)
-            else:
-                continue
-            counts = np.asarray(sketcher(values), dtype=np.int64)
-            slot = self.acc.setdefault((bucket, column), [0, np.zeros_like(counts)])
-            slot[0] += len(rows)
-            slot[1] = slot[1] + counts
-        sketches = [
-            {
-                "bucket": b,
-                "model_version": self.version,
-                "col": c,
-                "writer": self.writer,
-                "n": int(n),
-                "counts": sketch.encode(counts),
-            }
-            for (b, c), (n, counts) in self.acc.items()
-            if b == bucket
-        ]
-        for key in [k for k in self.acc if k[0] < bucket]:
-            del self.acc[key]
-        self._put([(SQL_INSERT_PREDICTION, logged), (SQL_UPSERT_SKETCH, sketches)])
-        self.rows += len(rows)
+        self._encode_q.put(
+            _Chunk(request_ids, columns, predictions, time.time() if now is None else now, probabilities)
+        )
+        self.rows += len(request_ids)
 
     def refused(self, reasons: Sequence[Mapping[str, str]], *, now: float | None = None) -> None:
         """Record refused rows as ``invalid`` events (reason and field), as the service does."""
+        if self.failure is not None:
+            raise self.failure
         if reasons:
             at = time.time() if now is None else now
-            self.store.add_events(
+            self._encode_q.put(
                 [{"kind": "invalid", "ts": at, "reason": r["reason"], "field": r["field"]} for r in reasons]
             )
 
     def close(self) -> None:
         """Wait for every queued write; raise the first write that failed."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        if self._threads[0].is_alive():
+            self._encode_q.put(None)
+        for thread in self._threads:
+            thread.join()
         self.store.close()
         if self.failure is not None:
             raise self.failure
 
+    # -- encoder thread ----------------------------------------------------------------------
 
-def _prediction_column(predictions: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    def _encode_loop(self) -> None:
+        while True:
+            work = self._encode_q.get()
+            if work is None:
+                self._write_q.put(None)
+                return
+            if self.failure is not None:
+                continue
+            try:
+                if isinstance(work, list):
+                    self._write_q.put(functools.partial(self.store.add_events, work))
+                else:
+                    self._write_q.put(self._encode(work))
+            except BaseException as exc:  # raised in the scoring thread at its next call or close
+                self.failure = exc
+
+    def _encode(self, chunk: _Chunk) -> Callable[[], None]:
+        ids = chunk.request_ids.to_pylist()
+        features = json_rows(chunk.columns)
+        predictions = json_rows({"prediction": _prediction_column(chunk.predictions)})
+        if chunk.probabilities:
+            no_null = np.zeros(len(chunk.predictions), dtype=bool)
+            proba = json_rows({label: (p, no_null, "float") for label, p in chunk.probabilities.items()})
+            predictions = [
+                f'{row[:-1]}, "probabilities": {p}}}' for row, p in zip(predictions, proba, strict=True)
+            ]
+        sketches = self._sketch(chunk)
+        now, version = chunk.now, self.version
+
+        def write() -> None:
+            self.store.insert_predictions(
+                ids, features, predictions, ts=now, monitor=SOURCE, model_version=version
+            )
+            self.store.write(SQL_UPSERT_SKETCH, sketches)
+
+        return write
+
+    def _sketch(self, chunk: _Chunk) -> list[dict[str, Any]]:
+        """Fold the chunk into its minute's sketches; the rows to upsert for that minute."""
+        bucket = int(chunk.now // 60) * 60
+        n = len(chunk.predictions)
+        for column, sketcher in self.sketchers.items():
+            if column == PREDICTION_COLUMN:
+                values: Any = chunk.predictions
+            elif column in chunk.columns:
+                values, null, kind = chunk.columns[column]
+                values = _sketch_values(values, null, kind)
+            else:
+                continue
+            counts = np.asarray(sketcher(values), dtype=np.int64)
+            slot = self.acc.setdefault((bucket, column), [0, np.zeros_like(counts)])
+            slot[0] += n
+            slot[1] = slot[1] + counts
+        for key in [k for k in self.acc if k[0] < bucket]:
+            del self.acc[key]
+        return [
+            {
+                "bucket": b,
+                "model_version": self.version,
+                "col": c,
+                "writer": self.writer,
+                "n": int(count),
+                "counts": sketch.encode(vector),
+            }
+            for (b, c), (count, vector) in self.acc.items()
+        ]
+
+    # -- writer thread -----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            work = self._write_q.get()
+            if work is None:
+                return
+            if self.failure is not None:
+                continue
+            try:
+                work()
+            except BaseException as exc:
+                self.failure = exc
+
+
+def _prediction_column(predictions: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """Predictions as a (values, null mask, kind) column for :func:`json_rows`."""
     values = np.asarray(predictions)
     kind = {"b": "bool", "i": "int", "u": "int", "f": "float"}.get(values.dtype.kind, "string")

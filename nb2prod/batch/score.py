@@ -35,6 +35,7 @@ import numpy as np
 from nb2prod.batch.model import BatchModel, ScoreError
 from nb2prod.batch.source import Part, Source, open_source, output_format
 from nb2prod.config import Settings, load_settings
+from nb2prod.serving.redact import redact_uri
 
 __all__ = ["ScoreResult", "Scorer", "score"]
 
@@ -61,7 +62,7 @@ class ScoreResult:
         rejects: The refused rows, when any were refused and a rejects path was given.
         rows, scored, rejected: Rows read, scored, refused.
         reasons: Refused rows by reason.
-        store: The prediction store the rows were logged to.
+        store: The prediction store the rows were logged to (its password masked).
         seconds: Wall time.
         parts: Parts scored (one per Dask task with a scheduler).
         scheduler: The Dask scheduler, if one scored.
@@ -87,6 +88,29 @@ class ScoreResult:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> list[str]:
+        """What the batch did, a line per fact (the CLI prints these; a notebook shows them)."""
+        where = f" on {self.scheduler} ({self.parts} parts)" if self.scheduler else ""
+        lines = [
+            f"scored {self.scored:,} of {self.rows:,} rows with {self.model} version {self.version} "
+            f"({self.source}){where} in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)",
+            f"predictions: {self.output}",
+        ]
+        if self.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
+            kept = f" -> {self.rejects}" if self.rejects else " (name a file with --rejects to keep them)"
+            lines.append(f"refused {self.rejected:,} rows ({reasons}){kept}")
+        if self.store:
+            lines.append(f"logged as batch {self.batch_id} (request ids {self.batch_id}-ROW) to {self.store}")
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.summary())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's display of the result: the summary lines."""
+        printer.text(str(self))
 
 
 @dataclass
@@ -182,6 +206,7 @@ class Scorer:
     def score(self, batch: Any, first_row: int) -> tuple[Any, Any, Counts]:
         """(predictions table, rejects table or None, counts) of one record batch."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         from nb2prod.serving import contract
 
@@ -215,36 +240,43 @@ class Scorer:
         counts.scored = len(good)
         if not len(good):
             return None, rejects, counts
-        frame = contract.frame(checked, self.rules, good if len(bad) else None)
+        picked = good if len(bad) else None  # all rows good: no copies
+        frame = contract.frame(checked, self.rules, picked)
         predictions, proba = self._predict(frame)
+        numbers = pa.array(rows[good] if picked is not None else rows)
         out: dict[str, Any] = {}
         if self.id_column:
             column = batch.column(self.id_column)
-            out[self.id_column] = column.take(pa.array(good)) if len(bad) else column
+            out[self.id_column] = column.take(pa.array(good)) if picked is not None else column
         else:
-            out[ROW_ID] = pa.array(rows[good])
-        prefix = f"{self.batch_id}-"
-        out[REQUEST_ID] = pa.array([prefix + str(r) for r in rows[good].tolist()], pa.string())
+            out[ROW_ID] = numbers
+        # <batch id>-<row>, built by Arrow (no Python string per row)
+        out[REQUEST_ID] = pc.binary_join_element_wise(f"{self.batch_id}-", pc.cast(numbers, pa.string()), "")
         out[PREDICTION] = pa.array(predictions)
         if proba is not None and self.classes is not None:
             for j, label in enumerate(self.classes):
                 out[f"{PROBA_PREFIX}{label}"] = pa.array(proba[:, j])
-        out[MODEL_VERSION] = pa.array([self.model.version] * len(good), pa.string())
+        out[MODEL_VERSION] = pa.repeat(pa.scalar(self.model.version, pa.string()), len(good))
         table = pa.table(out)
         if self.log is not None:
-            self.log.log(
-                rows[good],
-                {
-                    r.name: (checked.values[r.name][good], checked.null[r.name][good], r.kind)
-                    for r in self.rules
-                },
-                predictions,
+            columns = {
+                r.name: (
+                    (checked.values[r.name], checked.null[r.name], r.kind)
+                    if picked is None
+                    else (checked.values[r.name][good], checked.null[r.name][good], r.kind)
+                )
+                for r in self.rules
+            }
+            probabilities = (
+                {str(label): proba[:, j] for j, label in enumerate(self.classes)}
+                if proba is not None and self.classes is not None
+                else None
             )
+            self.log.log(out[REQUEST_ID], columns, predictions, probabilities=probabilities)
         return table, rejects, counts
 
-    def _predict(self, frame: Any) -> tuple[list[Any], np.ndarray | None]:
-        raw = self.model.model.predict(frame)
-        predictions = np.asarray(raw).tolist()
+    def _predict(self, frame: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        predictions = np.asarray(self.model.model.predict(frame))
         proba = None
         if self.classes is not None:
             proba = np.asarray(self.model.model.predict_proba(frame), dtype=np.float64)
@@ -305,6 +337,54 @@ def _check_paths(source_path: Path, output: Path, rejects: Path | None, schedule
         raise ScoreError("--rejects and OUTPUT are the same path", hint="give the rejects their own file")
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host is None:
+        return False
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_store_reachable(store: str, scheduler: str) -> None:
+    """Refuse a SQLite prediction store (``store``: empty for the default, which is one) with a
+    scheduler that is not on this machine: its workers may run elsewhere and cannot write the file.
+
+    Raises:
+        ScoreError: naming the fix (a PostgreSQL store, scoring locally, or ``--no-log``).
+    """
+    from urllib.parse import urlsplit
+
+    from nb2prod.serving.store import is_sqlite_file
+
+    if store and not is_sqlite_file(store):
+        return
+    try:
+        host = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}").hostname
+    except ValueError:
+        host = None
+    if scheduler.startswith("inproc://") or _is_loopback(host):
+        return
+    what = (
+        f"the SQLite prediction store {store}"
+        if store
+        else "the default prediction store (a SQLite file here)"
+    )
+    raise ScoreError(
+        f"{what} is a file on this machine, but the Dask scheduler {scheduler} is not: its workers "
+        "may run on other machines and cannot write to it",
+        hint="log to a store every worker reaches (--store postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, "
+        "or NB2PROD_PREDICTION_STORE), score locally without --scheduler, or pass --no-log",
+    )
+
+
 def check_columns(source: Source, model: BatchModel, id_column: str | None) -> None:
     """Refuse, in one error, parts whose columns cannot match the contract (nothing is written yet)."""
     from nb2prod.serving import contract
@@ -342,6 +422,7 @@ def score(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     bento: bool = False,
     log: bool = True,
+    store: str | None = None,
     settings: Settings | None = None,
     on_progress: Progress | None = None,
     on_start: Callable[[BatchModel, Source], None] | None = None,
@@ -358,6 +439,8 @@ def score(
         chunk_rows: Rows per chunk (memory is bounded by it, not by the input's size).
         bento: Score with the model of the newest Bento of ``ref``.
         log: Log every scored row into the model's prediction store (source ``batch``).
+        store: The prediction store to log into (a SQLite path or ``postgresql+psycopg://`` URL);
+            default: the service's own (:func:`nb2prod.serving.store.prediction_store`).
         settings: The project (default: the current one).
         on_progress: Called after every chunk with (scored, refused).
         on_start: Called once the model is loaded and the columns checked.
@@ -368,7 +451,7 @@ def score(
         ModelIntegrityError: the model's files differ from the capture's record.
     """
     from nb2prod.batch import model as models
-    from nb2prod.serving.store import prediction_store
+    from nb2prod.serving.store import STORE_ENV, prediction_store
 
     started = time.perf_counter()
     settings = settings or load_settings()
@@ -382,11 +465,18 @@ def score(
         raise ScoreError(
             "--scheduler scores Parquet parts", hint="convert the CSV to Parquet, or drop --scheduler"
         )
+    if log and scheduler is not None:
+        check_store_reachable(store or os.environ.get(STORE_ENV) or "", scheduler)
     loaded = models.load(ref, settings, bento=bento)
     check_columns(source, loaded, id_column)
     if on_start is not None:
         on_start(loaded, source)
-    store = prediction_store(loaded.manifest.name, settings.bentoml_home) if log else None
+    if not log:
+        store = None
+    elif store is None:
+        store = prediction_store(loaded.manifest.name, settings.bentoml_home)
+    elif "://" not in store:
+        store = str(Path(store).expanduser().resolve())
     batch_id = new_batch_id()
     if scheduler is not None:
         from nb2prod.batch.dask import score_on_cluster
@@ -419,7 +509,7 @@ def score(
         scored=counts.scored,
         rejected=counts.rejected,
         reasons=counts.reasons,
-        store=store or "",
+        store=redact_uri(store) if store else "",
         seconds=time.perf_counter() - started,
         parts=parts,
         scheduler=scheduler,

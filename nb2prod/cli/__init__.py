@@ -16,6 +16,7 @@ import click
 from nb2prod._version import __version__
 from nb2prod.cli import demo, export, loop, run
 from nb2prod.cli import score as score_cli
+from nb2prod.cli import trace as trace_cli
 from nb2prod.exceptions import Nb2ProdError
 from nb2prod.serving.store_schema import PredictionStoreError
 
@@ -90,5 +91,6 @@ for _command in (
     loop.monitor,
     loop.retrain,
     score_cli.score_cmd,
+    trace_cli.trace_cmd,
 ):
     main.add_command(_command)

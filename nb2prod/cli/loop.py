@@ -32,7 +32,7 @@ Exit codes:
 
 _RETRAIN_EXIT_CODES = """\b
 Exit codes:
-  0    promoted (or canary started), or --if-drift found no drift
+  0    promoted (or canary started), or --if-drift / --if-degraded found nothing to do
   1    the challenger was not better by the margin: refused, champion unchanged
   2    nothing decided: no champion rows to score, unknown model, store unreachable
   3-5  the notebook failed (as for nb2prod run): nothing registered; 130 interrupted"""
@@ -56,7 +56,9 @@ _wait_opt = click.option(
 )
 
 
-@click.command(epilog=_SWITCH_EXIT_CODES)
+@click.command(
+    epilog=_SWITCH_EXIT_CODES + "\n  (--if-shadow-better: 1 also when the challenger was not shown better)"
+)
 @click.argument("name")
 @click.argument("version")
 @click.option(
@@ -65,14 +67,75 @@ _wait_opt = click.option(
     default=None,
     help="Send this percent of the rows to VERSION instead of making it the champion (0 stops a canary).",
 )
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="VERSION scores the answered rows off the request path and answers no one (VERSION 'none' stops it).",
+)
+@click.option(
+    "--if-shadow-better",
+    is_flag=True,
+    help="Promote only if VERSION beat the champion on the labelled shadow rows (paired test).",
+)
+@click.option(
+    "--min-improvement",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="With --if-shadow-better: the margin VERSION must win by.",
+)
+@click.option(
+    "--metric", help="With --if-shadow-better: accuracy (McNemar), f1_macro, mae or rmse (bootstrap)."
+)
+@click.option("--since", metavar="T", help="With --if-shadow-better: shadow rows since T (e.g. 7d).")
+@click.option("--json", "as_json", is_flag=True, help="With --shadow/--if-shadow-better: print JSON.")
 @_wait_opt
-def promote(name: str, version: str, canary: float | None, wait: float) -> None:
+def promote(
+    name: str,
+    version: str,
+    canary: float | None,
+    shadow: bool,
+    if_shadow_better: bool,
+    min_improvement: float,
+    metric: str | None,
+    since: str | None,
+    as_json: bool,
+    wait: float,
+) -> None:
     """Make VERSION the champion of NAME (alias history kept); a running service follows.
 
-    With --canary, VERSION becomes the challenger and gets that share of the traffic.
+    With --canary, VERSION becomes the challenger and gets that share of the traffic. With
+    --shadow, VERSION scores the same rows as the champion but answers no one; then
+    --if-shadow-better promotes it only when it won on the shadow rows that got labels.
     """
+    import json
+
     from nb2prod.lifecycle import promote as promote_core
 
+    if sum([canary is not None, shadow, if_shadow_better]) > 1:
+        raise click.UsageError("give one of --canary, --shadow, --if-shadow-better")
+    if shadow:
+        from nb2prod.lifecycle.shadow import start_shadow
+
+        started = start_shadow(name, None if version.lower() in ("none", "off") else version)
+        if as_json:
+            click.echo(json.dumps(started.to_dict(), indent=2, default=str))
+        else:
+            echo_lines(terminal.shadow_start_lines(started))
+        return
+    if if_shadow_better:
+        from nb2prod.lifecycle.shadow import decide_shadow
+
+        decision = decide_shadow(
+            name, version, metric=metric, min_improvement=min_improvement, since=since, wait=wait
+        )
+        if as_json:
+            click.echo(json.dumps(decision.to_dict(), indent=2, default=str))
+        else:
+            echo_lines(terminal.shadow_decision_lines(decision))
+        if decision.switch is not None and decision.switch.refused:
+            _report_switch(decision.switch)
+        sys.exit(0 if decision.promote else 1)
     _report_switch(promote_core(name, version, canary=canary, wait=wait))
 
 
@@ -172,7 +235,21 @@ def monitor(
 @timeout_opt
 @kernel_opt
 @click.option("--if-drift", is_flag=True, help="Retrain only when the service's traffic drifted.")
-@click.option("--since", metavar="T", help="With --if-drift: look at traffic since T (e.g. 24h).")
+@click.option(
+    "--if-degraded",
+    is_flag=True,
+    help="Retrain only when the estimated accuracy of the served traffic (no labels needed) fell.",
+)
+@click.option(
+    "--min-estimated-drop",
+    type=click.FloatRange(0),
+    default=0.02,
+    show_default=True,
+    help="With --if-degraded: the fall below the test accuracy that triggers.",
+)
+@click.option(
+    "--since", metavar="T", help="With --if-drift/--if-degraded: look at traffic since T (e.g. 24h)."
+)
 @click.option(
     "--min-improvement", type=float, default=0.0, show_default=True, help="Margin the challenger must win by."
 )
@@ -191,6 +268,8 @@ def retrain(
     timeout: int | None,
     kernel: str | None,
     if_drift: bool,
+    if_degraded: bool,
+    min_estimated_drop: float,
     since: str | None,
     min_improvement: float,
     metric: str | None,
@@ -219,6 +298,8 @@ def retrain(
             notebook,
             typed,
             if_drift=if_drift,
+            if_degraded=if_degraded,
+            min_estimated_drop=min_estimated_drop,
             since=since,
             min_improvement=min_improvement,
             metric=metric,

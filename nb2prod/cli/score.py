@@ -43,6 +43,13 @@ import click
 )
 @click.option("--bento", is_flag=True, help="Score with the model of the newest Bento of NAME.")
 @click.option("--no-log", is_flag=True, help="Do not log the scored rows into the prediction store.")
+@click.option(
+    "--store",
+    default=None,
+    metavar="PATH|URL",
+    help="Prediction store to log into (default: the served model's own; "
+    "postgresql+psycopg://... for a cluster whose workers run elsewhere).",
+)
 def score_cmd(
     ref: str,
     input_path: Path,
@@ -53,6 +60,7 @@ def score_cmd(
     chunk_rows: int,
     bento: bool,
     no_log: bool,
+    store: str | None,
 ) -> None:
     """Score INPUT (CSV, Parquet, or a directory of Parquet parts) with a registered model.
 
@@ -95,20 +103,11 @@ def score_cmd(
             chunk_rows=chunk_rows,
             bento=bento,
             log=not no_log,
+            store=store,
             on_progress=progress,
             on_start=started,
         )
-    where = f" on {result.scheduler} ({result.parts} parts)" if result.scheduler else ""
-    click.echo(
-        f"scored {result.scored:,} of {result.rows:,} rows with {result.model} version {result.version} "
-        f"({result.source}){where} in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)"
-    )
-    click.echo(f"predictions: {result.output}")
-    if result.rejected:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items(), key=lambda kv: -kv[1]))
-        kept = f" -> {result.rejects}" if result.rejects else " (name a file with --rejects to keep them)"
-        click.echo(f"refused {result.rejected:,} rows ({reasons}){kept}")
-    if result.store:
-        click.echo(f"logged as batch {result.batch_id} (request ids {result.batch_id}-ROW) to {result.store}")
+    for line in result.summary():
+        click.echo(line)
     if result.rejected:
         sys.exit(1)

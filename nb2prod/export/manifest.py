@@ -31,6 +31,7 @@ from nb2prod.serving.manifest import (
     ServingOptions,
     Target,
 )
+from nb2prod.serving.redact import redact_text
 from nb2prod.tracking import names
 
 if TYPE_CHECKING:
@@ -48,20 +49,39 @@ def resolve(client: MlflowClient, name: str, alias: str | None, version: str | N
     Raises:
         ExportError: no such model, alias or version.
     """
+    import time
+
     from mlflow.exceptions import MlflowException
 
-    try:
-        if alias:
-            return client.get_model_version_by_alias(name, alias)
-        if version:
-            return client.get_model_version(name, version)
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as exc:
-        what = f"{name}@{alias}" if alias else f"{name}/{version}" if version else name
-        raise ExportError(
-            f"no registered model version {what} ({exc.error_code})",
-            hint="list versions with `mlflow models` or the MLflow UI; register one with %nb2prod model",
-        ) from None
+    for attempt in range(4):
+        try:
+            if alias:
+                return client.get_model_version_by_alias(name, alias)
+            if version:
+                return client.get_model_version(name, version)
+            versions = client.search_model_versions(f"name = '{name}'")
+            break
+        except MlflowException as exc:
+            # A local SQLite store written by another process (a kernel ending its run) at the
+            # same moment: MLflow gives up after SQLite's 5 s busy wait; ask again, a few times.
+            if "database is locked" in str(exc) and attempt < 3:
+                time.sleep(1.0 + attempt)
+                continue
+            what = f"{name}@{alias}" if alias else f"{name}/{version}" if version else name
+            detail = (
+                ""
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+                else f": {redact_text(str(exc).splitlines()[0][:200])}"
+            )
+            raise ExportError(
+                f"no registered model version {what} ({exc.error_code}{detail})",
+                hint=(
+                    f"set it with: nb2prod promote {name} VERSION (the first version registered from a "
+                    "notebook becomes @champion); register one with %nb2prod model"
+                    if alias
+                    else "see its versions in the MLflow UI; register one with %nb2prod model"
+                ),
+            ) from None
     if not versions:
         raise ExportError(
             f"no registered model named {name!r}", hint="register one with %nb2prod model EST --name NAME"
@@ -118,6 +138,7 @@ class Carried:
             artifact_sha256=self.verified.recorded,
             bento_model_tag=self.model_tag,
             run_id=self.verified.run_id,
+            calibration=self.verified.record.get(names.MODEL_CALIBRATION) or None,
         )
 
 

@@ -27,6 +27,7 @@ from nb2prod.tracking import names
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from nb2prod.monitoring import MonitorReport
     from nb2prod.serving.manifest import Manifest
 
 __all__ = [
@@ -78,6 +79,8 @@ class Decision:
         bento: The Bento exported after a promotion.
         switch: The champion move (or canary) published to the service.
         drift: With ``if_drift``: the drift status and the drifted columns that triggered it.
+        degraded: With ``if_degraded``: the estimated accuracy of the served traffic, the
+            reference (test-set) accuracy, the drop and the threshold that triggered it.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Decision:
     bento: str | None = None
     switch: Switch | None = None
     drift: dict[str, Any] = field(default_factory=dict)
+    degraded: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -331,12 +335,53 @@ def _act(
     return decision
 
 
+DEFAULT_ESTIMATED_DROP = 0.02
+"""``--min-estimated-drop``: the fall of the estimated accuracy below the test accuracy that triggers."""
+
+
+def degradation(
+    name: str, since: str | None, min_drop: float, settings: Settings
+) -> tuple[Decision | None, dict[str, Any]]:
+    """Whether the served model's estimated accuracy fell by ``min_drop``: (a skip decision or None, the figures)."""
+    return degradation_of(name, monitor(name, since=since, settings=settings), min_drop)
+
+
+def degradation_of(
+    name: str, report: MonitorReport, min_drop: float
+) -> tuple[Decision | None, dict[str, Any]]:
+    """:func:`degradation` on a report already built: (a skip decision or None, the figures)."""
+    section = report.estimate
+    figures: dict[str, Any] = {
+        "estimated_accuracy": section.get("estimated_accuracy"),
+        "reference_accuracy": section.get("reference_accuracy"),
+        "estimated_drop": section.get("estimated_drop"),
+        "rows": section.get("estimated", 0),
+        "min_estimated_drop": min_drop,
+    }
+    drop = figures["estimated_drop"]
+    if drop is None:
+        why = (
+            "no estimate of the served accuracy (a classifier whose rows logged probabilities, "
+            "with a calibration from its test set, is needed): nothing retrained"
+        )
+        return Decision(name=name, action="skipped", reason=why, degraded=figures), figures
+    if drop < min_drop:
+        why = (
+            f"estimated accuracy {figures['estimated_accuracy']:.4f} is {drop:+.4f} below the test accuracy "
+            f"{figures['reference_accuracy']:.4f} (less than {min_drop:g}): nothing retrained"
+        )
+        return Decision(name=name, action="skipped", reason=why, degraded=figures), figures
+    return None, figures
+
+
 def retrain(
     name: str,
     notebook: str | Path,
     parameters: Mapping[str, Any] | None = None,
     *,
     if_drift: bool = False,
+    if_degraded: bool = False,
+    min_estimated_drop: float = DEFAULT_ESTIMATED_DROP,
     since: str | None = None,
     min_improvement: float = 0.0,
     metric: str | None = None,
@@ -356,6 +401,10 @@ def retrain(
     ``metric`` is a name of :data:`nb2prod.metrics.HIGHER_IS_BETTER` (default: accuracy for a
     classifier, rmse for a regressor); ``f1`` is a deprecated alias of ``f1_macro``.
 
+    ``if_drift`` retrains only when the served traffic drifted; ``if_degraded`` only when the
+    label-free estimate of the served accuracy (``nb2prod monitor``'s ``estimate``) fell at
+    least ``min_estimated_drop`` below the accuracy on the test set at capture.
+
     Raises:
         ExecutionError: the notebook failed (nothing registered, champion untouched).
         LifecycleError: the notebook registered no version of ``name``, no rows to score on,
@@ -370,6 +419,15 @@ def retrain(
         metric = metric_name(metric)
     if min_improvement < 0:
         raise LifecycleError(f"--min-improvement {min_improvement:g} is negative", hint="give a margin >= 0")
+    if min_estimated_drop < 0:
+        raise LifecycleError(
+            f"--min-estimated-drop {min_estimated_drop:g} is negative", hint="give a drop >= 0, e.g. 0.02"
+        )
+    degraded: dict[str, Any] = {}
+    if if_degraded:
+        skipped, degraded = degradation(name, since, min_estimated_drop, settings)
+        if skipped is not None:
+            return skipped
     drift: dict[str, Any] = {}
     if if_drift:
         report = monitor(name, since=since, settings=settings)
@@ -431,6 +489,12 @@ def retrain(
             canary,
         )
     decision = Decision(
-        **{**asdict(decision), "min_improvement": min_improvement, "run_id": result.run_id, "drift": drift}
+        **{
+            **asdict(decision),
+            "min_improvement": min_improvement,
+            "run_id": result.run_id,
+            "drift": drift,
+            "degraded": degraded,
+        }
     )
     return _act(client, settings, decision, canary, export)

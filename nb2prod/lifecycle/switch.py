@@ -389,8 +389,11 @@ def _rollback(settings: Settings, name: str, to: str | None, wait: float, early:
 SWITCH_EVENT = "switch"
 
 
-def http_switches(location: str) -> list[AliasEvent]:
-    """The switches a service recorded in its store (``POST /admin/*``), oldest first."""
+def http_switches(location: str, *, timespec: str = "seconds") -> list[AliasEvent]:
+    """The switches a service recorded in its store (``POST /admin/*``), oldest first.
+
+    ``timespec`` of their ISO times: the history shows seconds; a trace needs microseconds (a
+    row answered just before a switch must stay before it)."""
     from datetime import UTC, datetime
 
     from nb2prod.serving.store import Store, is_sqlite_file, store_path
@@ -412,7 +415,7 @@ def http_switches(location: str) -> list[AliasEvent]:
             alias=f"service:{what or 'active'}",
             from_version=None,
             to_version=None if version is None else str(version),
-            at=datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds"),
+            at=datetime.fromtimestamp(float(ts), UTC).isoformat(timespec=timespec),
             reason=str(reason or "switched over HTTP"),
             actor="http",
             details={"source": "http"},

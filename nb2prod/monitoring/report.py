@@ -14,6 +14,13 @@ What comes from where:
 * Live quality: predictions of the window with their feedback (:mod:`.quality`).
 * Events in ``[since, until)``: invalid inputs by reason and field, fallbacks and
   errors per model version.
+* Traffic: logged rows per source (``online``, ``batch`` from ``nb2prod score``,
+  ``shadow``) and version. Shadow rows never count as traffic: they are the
+  ``shadow`` section (:mod:`.shadow`): agreement with the champion, the challenger's
+  prediction drift, both on the same labelled rows.
+* Estimated quality (classifiers whose rows logged probabilities): :mod:`.estimate`
+  from each version's calibration in the manifest, overall, per version and per time
+  bucket; the realized value beside it where feedback exists.
 
 Status: ``insufficient_data`` under ``MIN_ROWS`` (50) logged rows in the window,
 else ``drift`` when a feature or the prediction drifted (``stats.column_drift``), else ``ok``.
@@ -34,9 +41,21 @@ from typing import Any, ParamSpec, TypedDict, TypeVar
 import numpy as np
 
 from nb2prod.exceptions import MonitorError
+from nb2prod.monitoring import estimate as est
 from nb2prod.monitoring import quality as ql
+from nb2prod.monitoring import shadow as sh
 from nb2prod.monitoring import stats
-from nb2prod.monitoring.window import BUCKET, Events, iso, no_events, parse_since, read_window
+from nb2prod.monitoring.window import (
+    BUCKET,
+    SHADOW,
+    Events,
+    iso,
+    no_events,
+    parse_since,
+    read_scored,
+    read_shadow,
+    read_window,
+)
 from nb2prod.serving import sketch as sk
 from nb2prod.serving.store import PREDICTION_COLUMN
 
@@ -73,6 +92,18 @@ class VersionStats(TypedDict):
     errors: int
 
 
+class EstimateSection(est.Estimate, total=False):
+    """Label-free quality of the window (see :mod:`.estimate`): overall, and ``by_version``.
+
+    ``reference_accuracy``: the accuracy on the test set at capture (weighted by each
+    version's rows); ``estimated_drop``: how far the estimate fell below it.
+    """
+
+    by_version: dict[str, est.Estimate]
+    reference_accuracy: float | None
+    estimated_drop: float | None
+
+
 class Distribution(TypedDict):
     """A column on its PSI bins: bin ``labels``, ``reference`` and ``live`` fractions."""
 
@@ -83,7 +114,8 @@ class Distribution(TypedDict):
 
 class OverTime(TypedDict):
     """The window in ``step``-second buckets starting at ``times``: ``rows``, ``psi`` per column
-    (None where a bucket has no row), ``quality`` per metric and ``labelled`` rows per bucket."""
+    (None where a bucket has no row), ``quality`` per metric and ``labelled`` rows per bucket,
+    ``estimated`` quality per metric (label-free) and ``estimated_rows`` per bucket."""
 
     step: int
     times: list[float]
@@ -91,6 +123,8 @@ class OverTime(TypedDict):
     psi: dict[str, list[float | None]]
     quality: dict[str, list[float | None]]
     labelled: list[int]
+    estimated: dict[str, list[float | None]]
+    estimated_rows: list[int]
 
 
 @dataclass
@@ -116,6 +150,9 @@ class MonitorReport:
         quality: Live quality from feedback (:class:`~nb2prod.monitoring.quality.Quality`).
         events: ``invalid`` (``total``, ``by_reason``, ``by_field``), ``fallback`` and ``error`` (per version).
         skipped_sketches: Stored sketches that do not fit the reference (a changed profile).
+        traffic: Logged rows per source (``online``, ``batch``, ``shadow``) and version.
+        estimate: Estimated quality from logged probabilities (classifiers; empty otherwise).
+        shadow: The shadow challenger's figures (:class:`~.shadow.ShadowSummary`), None without shadow rows.
     """
 
     store: str
@@ -136,6 +173,9 @@ class MonitorReport:
     quality: ql.Quality = field(default_factory=lambda: ql.Quality())
     events: Events = field(default_factory=lambda: no_events())
     skipped_sketches: int = 0
+    traffic: dict[str, dict[str, int]] = field(default_factory=dict)
+    estimate: EstimateSection = field(default_factory=lambda: EstimateSection())
+    shadow: sh.ShadowSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (``json.dumps(..., allow_nan=False)`` accepts it)."""
@@ -159,12 +199,24 @@ class MonitorReport:
                 "quality": self.quality,
                 "events": self.events,
                 "skipped_sketches": self.skipped_sketches,
+                "traffic": self.traffic,
+                "estimate": self.estimate,
+                "shadow": self.shadow,
             }
         )
 
 
 def _no_time() -> OverTime:
-    return {"step": BUCKET, "times": [], "rows": [], "psi": {}, "quality": {}, "labelled": []}
+    return {
+        "step": BUCKET,
+        "times": [],
+        "rows": [],
+        "psi": {},
+        "quality": {},
+        "labelled": [],
+        "estimated": {},
+        "estimated_rows": [],
+    }
 
 
 def _json_safe(x: Any) -> Any:
@@ -187,19 +239,31 @@ class Reference:
         columns: Column -> reference profile: the features, then ``__prediction__`` (the
             training target's profile) when the manifest has one.
         classifier: Whether the model is a classifier (the live quality metrics follow).
+        calibrations: Model version -> its calibration of class probabilities (classifiers
+            with probabilities; the map may be None: raw scores).
     """
 
     columns: dict[str, Mapping[str, Any]]
     classifier: bool
+    calibrations: dict[str, est.Calibration] = field(default_factory=dict)
 
 
 def reference_of(manifest: Mapping[str, Any]) -> Reference:
-    """The one read of the Bento manifest (``reference``, ``target``, ``model``) in monitoring."""
+    """The one read of the Bento manifest (``reference``, ``target``, ``model``, ``models``) in monitoring."""
     cols: dict[str, Mapping[str, Any]] = dict(manifest.get("reference") or {})
     target = manifest.get("target") or {}
     if target.get("profile"):
         cols[PREDICTION_COLUMN] = target["profile"]
-    return Reference(columns=cols, classifier=bool((manifest.get("model") or {}).get("is_classifier")))
+    main = manifest.get("model") or {}
+    carried = dict(manifest.get("models") or {})
+    if not carried and manifest.get("model_version") is not None:
+        carried = {str(manifest["model_version"]): main}
+    calibrations = {
+        str(v): est.Calibration(info.get("calibration"), [str(c) for c in info["classes"]])
+        for v, info in carried.items()
+        if info.get("is_classifier") and info.get("classes")
+    }
+    return Reference(columns=cols, classifier=bool(main.get("is_classifier")), calibrations=calibrations)
 
 
 def _step(span: float) -> int:
@@ -391,7 +455,15 @@ def build_report(
             name: [q.get(name) for q in per_time_quality] for name in ql.metric_names(ref.classifier)
         },
         "labelled": [q["labelled"] for q in per_time_quality],
+        "estimated": {},
+        "estimated_rows": [],
     }
+    if ref.classifier and ref.calibrations:
+        _estimate(report, store, ref, since, until, start, step, n_times)
+    if window.traffic.get(SHADOW):
+        report.shadow = sh.summarize_shadow(
+            read_shadow(store, since, until), ref.classifier, columns.get(PREDICTION_COLUMN)
+        )
     for i, v in enumerate(versions):
         report.versions[v] = {
             "rows": int(rows_vt[i].sum()),
@@ -401,8 +473,78 @@ def build_report(
             "fallbacks": int(window.events["fallback"].get(v, 0)),
             "errors": int(window.events["error"].get(v, 0)),
         }
+    report.traffic = dict(window.traffic)
+    if window.source == "sketches":  # online: every sketched row that no batch wrote
+        batch = window.traffic.get("batch", {})
+        online = {v: vs["rows"] - batch.get(v, 0) for v, vs in report.versions.items()}
+        report.traffic["online"] = {v: n for v, n in online.items() if n > 0}
+        report.traffic = {
+            k: report.traffic[k] for k in ("online", "batch", "shadow") if report.traffic.get(k)
+        }
     if report.rows < MIN_ROWS:
         report.status = "insufficient_data"
     else:
         report.status = "drift" if report.drifted else "ok"
     return report
+
+
+def _estimate(
+    report: MonitorReport,
+    store: str,
+    ref: Reference,
+    since: float | None,
+    until: float,
+    start: float,
+    step: int,
+    n_times: int,
+) -> None:
+    """Fill ``report.estimate`` and ``over_time["estimated"]`` from the logged probabilities."""
+    scored = read_scored(store, since, until)
+    if not scored:
+        return
+    by_version: dict[str, list[Any]] = defaultdict(list)
+    for row in scored:
+        by_version[row.version].append(row)
+    groups: dict[str, est.Group] = {}
+    for version, rows in by_version.items():
+        calibration = ref.calibrations.get(version)
+        if calibration is None:  # a version the manifest does not describe: its rows are not estimated
+            continue
+        groups[version] = est.Group(
+            calibration,
+            [r.probabilities for r in rows],
+            [r.prediction for r in rows],
+            [r.label for r in rows],
+        )
+    if not groups:
+        return
+    section: EstimateSection = {**est.estimate_groups(list(groups.values()))}
+    section["by_version"] = {v: est.estimate_groups([g]) for v, g in sorted(groups.items())}
+    weights = [
+        (g.calibration.reference_accuracy, section["by_version"][v].get("estimated") or 0)
+        for v, g in groups.items()
+    ]
+    known = [(a, w) for a, w in weights if a is not None and w]
+    reference = sum(a * w for a, w in known) / sum(w for _, w in known) if known else None
+    estimated = section.get("estimated_accuracy")
+    section["reference_accuracy"] = reference
+    section["estimated_drop"] = None if reference is None or estimated is None else reference - estimated
+    report.estimate = section
+    # per time bucket: the mean calibrated probability of the answered class (estimated accuracy)
+    sums = np.zeros(n_times)
+    counts = np.zeros(n_times)
+    for version, group in groups.items():
+        keep, hits = est.row_hits(group)
+        rows = by_version[version]
+        at = np.array([rows[i].ts for i in keep.tolist()], dtype=float)
+        t = (
+            np.clip(((at - start) // step).astype(np.int64), 0, n_times - 1)
+            if len(at)
+            else at.astype(np.int64)
+        )
+        np.add.at(sums, t, hits)
+        np.add.at(counts, t, 1)
+    report.over_time["estimated"] = {
+        "accuracy": [float(sums[i] / counts[i]) if counts[i] else None for i in range(n_times)],
+    }
+    report.over_time["estimated_rows"] = [int(c) for c in counts]

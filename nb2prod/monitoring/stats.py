@@ -49,6 +49,8 @@ __all__ = [
     "ks_2samp",
     "ks_from_sketch",
     "ks_pvalue",
+    "mcnemar_exact",
+    "paired_bootstrap",
     "psi",
     "psi_rows",
     "reference_counts",
@@ -293,3 +295,57 @@ def column_drift(
         n_reference=n_ref,
         drifted=bool(drifted),
     )
+
+
+# --- paired comparisons of two models on the same rows (the shadow decision) ----------------
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """One-sided exact McNemar p-value that the challenger is right more often than the champion.
+
+    Args:
+        b: Rows only the challenger got right.
+        c: Rows only the champion got right.
+
+    Returns:
+        ``P(X >= b)`` for ``X ~ Binomial(b + c, 1/2)`` (1.0 without a discordant row).
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    from scipy.stats import binom
+
+    return float(binom.sf(b - 1, n, 0.5))
+
+
+def paired_bootstrap(
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    metric: Any,
+    *,
+    rounds: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired bootstrap of ``metric(challenger rows) - metric(champion rows)`` on the same resampled rows.
+
+    Args:
+        champion: Per-row inputs of ``metric`` for the champion (e.g. (prediction, label) pairs).
+        challenger: The same for the challenger, row for row.
+        metric: Function of an array of rows to a number (higher is better).
+        rounds: Bootstrap resamples.
+        seed: The resampling seed (the decision is reproducible).
+
+    Returns:
+        (observed difference, one-sided p-value: the share of resamples where the difference is <= 0).
+    """
+    n = len(champion)
+    if n == 0:
+        return 0.0, 1.0
+    observed = float(metric(challenger) - metric(champion))
+    rng = np.random.default_rng(seed)
+    worse = 0
+    for _ in range(rounds):
+        idx = rng.integers(0, n, n)
+        if metric(challenger[idx]) - metric(champion[idx]) <= 0:
+            worse += 1
+    return observed, (worse + 1) / (rounds + 1)

@@ -10,7 +10,14 @@ for ``[since, until)``:
   instead (a scan; :attr:`Window.source` says which);
 * the labelled predictions: ``predictions`` joined with ``feedback`` on request id,
   predictions logged in the window;
-* the events: invalid inputs by reason and field, fallbacks and errors per model version.
+* the events: invalid inputs by reason and field, fallbacks and errors per model version;
+* the traffic: logged rows per source (``online``: the service's monitor, ``batch``:
+  ``nb2prod score``, ``shadow``: a challenger scoring off the request path) and version.
+
+Shadow rows (``monitor`` = ``shadow``: the challenger's answers, never returned to anyone)
+are left out of every traffic figure; :func:`read_shadow` reads them, paired with the
+answered row of the same request id. :func:`read_scored` reads the logged probabilities
+for the label-free estimate (``estimate.py``).
 
 :func:`parse_since` reads the window bounds a user types (``2h``, an ISO-8601 time).
 """
@@ -32,15 +39,22 @@ from nb2prod.serving import sketch as sk
 from nb2prod.serving.store import PREDICTION_COLUMN, Store, is_sqlite_file
 
 __all__ = [
+    "BATCH",
     "BUCKET",
+    "ONLINE",
+    "SHADOW",
     "Events",
     "InvalidInputs",
     "LabelledPrediction",
+    "ScoredRow",
+    "ShadowRow",
     "SketchRow",
     "Window",
     "iso",
     "no_events",
     "parse_since",
+    "read_scored",
+    "read_shadow",
     "read_window",
 ]
 
@@ -50,11 +64,43 @@ BUCKET = 60
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
+SHADOW = "shadow"
+"""``monitor`` of a challenger's shadow rows (same request id as the answered row)."""
+BATCH = "batch"
+"""``monitor`` of the rows ``nb2prod score`` logged."""
+ONLINE = "online"
+"""The traffic source of every other row (the service's own monitor)."""
+_NOT_SHADOW = f"monitor <> '{SHADOW}'"
+
 SketchRow = tuple[Any, ...]
 """One stored sketch: ``(bucket, model_version, column, n, encoded counts)`` (rows as the store returns them)."""
 
 LabelledPrediction = tuple[float, str, Any, Any]
 """A prediction with its feedback: ``(ts, model_version, prediction, label)``."""
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """A logged (not shadow) row for the estimate: time, version, answer, probabilities, label (None: no feedback)."""
+
+    ts: float
+    version: str
+    prediction: Any
+    probabilities: dict[str, Any] | None
+    label: Any
+
+
+@dataclass(frozen=True)
+class ShadowRow:
+    """A challenger's shadow answer beside the champion's answer to the same request (and its label)."""
+
+    request_id: str
+    ts: float
+    shadow_version: str
+    shadow: Any
+    answered_version: str | None
+    answered: Any
+    label: Any
 
 
 class InvalidInputs(TypedDict):
@@ -82,12 +128,14 @@ class Window:
         source: ``"sketches"``, ``"predictions"`` (sketched from logged rows) or ``"none"``.
         labelled: Predictions with their feedback.
         events: Invalid inputs, fallbacks and errors.
+        traffic: Logged rows per source (``online``, ``batch``, ``shadow``) and model version.
     """
 
     sketches: list[SketchRow]
     source: str
     labelled: list[LabelledPrediction]
     events: Events
+    traffic: dict[str, dict[str, int]]
 
 
 def no_events() -> Events:
@@ -154,7 +202,13 @@ def read_window(
         if not rows:
             rows = _sketch_rows(handle, columns, since, until)
             source = "predictions" if rows else "none"
-        return Window(rows, source, _feedback_pairs(handle, since, until), _events(handle, since, until))
+        return Window(
+            rows,
+            source,
+            _feedback_pairs(handle, since, until),
+            _events(handle, since, until),
+            _traffic(handle, since, until, source, next(iter(columns), None)),
+        )
     except MonitorError:
         raise
     except Exception as exc:
@@ -189,7 +243,8 @@ def _sketch_rows(
     """Sketch rows (bucket, version, column, n, blob) built from logged predictions (no sketches stored)."""
     where, params = _between("ts", since, until)
     rows = store.query(
-        f"SELECT ts, model_version, features, prediction FROM predictions WHERE {where}", params
+        f"SELECT ts, model_version, features, prediction FROM predictions WHERE {where} AND {_NOT_SHADOW}",
+        params,
     )
     groups: dict[tuple[int, str], list[tuple[dict[str, Any], Any]]] = defaultdict(list)
     for ts, version, features, prediction in rows:
@@ -213,7 +268,7 @@ def _feedback_pairs(store: Store, since: float | None, until: float) -> list[Lab
     where, params = _between("p.ts", since, until)
     rows = store.query(
         "SELECT p.ts, p.model_version, p.prediction, f.label FROM feedback f "
-        f"CROSS JOIN predictions p WHERE p.request_id = f.request_id AND {where}",
+        f"CROSS JOIN predictions p WHERE p.request_id = f.request_id AND {where} AND p.{_NOT_SHADOW}",
         params,
     )
     out = []
@@ -255,3 +310,155 @@ def _events(store: Store, since: float | None, until: float) -> Events:
         "fallback": dict(fallback),
         "error": dict(error),
     }
+
+
+def _traffic(
+    store: Store, since: float | None, until: float, source: str, column: str | None
+) -> dict[str, dict[str, int]]:
+    """Logged rows per source and model version, without scanning the logged rows where it can.
+
+    With sketches, ``batch`` rows are their sketches' (a batch sketches under writer
+    ``batch-<id>-<pid>``, one count per column: ``column``'s is read), and ``online`` is left
+    to the report (the sketched rows minus the batch ones). ``shadow`` rows are counted only
+    once a shadow was ever switched on (the control key exists). Without sketches the
+    logged rows are counted (they were scanned to sketch them anyway).
+    """
+    out: dict[str, dict[str, int]] = {}
+
+    def add(kind: str, version: Any, count: Any) -> None:
+        slot = out.setdefault(kind, {})
+        slot[str(version or "")] = slot.get(str(version or ""), 0) + int(count)
+
+    where, params = _between("ts", since, until)
+    if source != "sketches":
+        for monitor, version, count in store.query(
+            f"SELECT monitor, model_version, COUNT(*) FROM predictions WHERE {where} "
+            "GROUP BY monitor, model_version",
+            params,
+        ):
+            add(monitor if monitor in (BATCH, SHADOW) else ONLINE, version, count)
+        return out
+    if column is not None:
+        start = None if since is None else int(since // BUCKET * BUCKET)
+        swhere, sparams = _between("bucket", start, math.ceil(until))
+        for version, count in store.query(
+            f"SELECT model_version, SUM(n) FROM sketches WHERE {swhere} AND col = :col "
+            f"AND writer LIKE '{BATCH}-%' GROUP BY model_version",
+            {**sparams, "col": column},
+        ):
+            add(BATCH, version, count)
+    if store.query("SELECT name FROM control WHERE name = :n", {"n": SHADOW}):
+        for version, count in store.query(
+            f"SELECT model_version, COUNT(*) FROM predictions WHERE {where} AND monitor = '{SHADOW}' "
+            "GROUP BY model_version",
+            params,
+        ):
+            add(SHADOW, version, count)
+    return out
+
+
+def _open(store: str) -> Store:
+    return Store(store, readonly=is_sqlite_file(store))
+
+
+def _read(store: str, what: Any) -> Any:
+    handle = _open(store)
+    try:
+        return what(handle)
+    except MonitorError:
+        raise
+    except Exception as exc:
+        raise MonitorError(
+            f"cannot read the prediction store {store}: {type(exc).__name__}: {exc}",
+            hint="check the path or URL (NB2PROD_PREDICTION_STORE sets the store nb2prod monitor reads)",
+        ) from exc
+    finally:
+        handle.close()
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow]:
+    """The answered rows (online and batch, not shadow) of ``[since, until)`` that logged class
+    probabilities, with their feedback label where one arrived.
+
+    Raises:
+        MonitorError: The store cannot be read.
+    """
+    where, params = _between("p.ts", since, until)
+
+    def fetch(handle: Store) -> list[ScoredRow]:
+        # a service that logs no probabilities: one pass in SQL, no row fetched into Python
+        probe = handle.query(
+            f"SELECT 1 FROM predictions p WHERE {where} AND p.prediction LIKE '%\"probabilities\"%' LIMIT 1",
+            params,
+        )
+        if not probe:
+            return []
+        rows = handle.query(
+            "SELECT p.ts, p.model_version, p.prediction, f.label FROM predictions p "
+            f"LEFT JOIN feedback f ON f.request_id = p.request_id WHERE {where} AND p.{_NOT_SHADOW}",
+            params,
+        )
+        out = []
+        for ts, version, prediction, label in rows:
+            if "probabilities" not in str(prediction):
+                continue
+            answer = _loads(prediction)
+            if not isinstance(answer, dict) or not isinstance(answer.get("probabilities"), dict):
+                continue
+            out.append(
+                ScoredRow(
+                    float(ts),
+                    str(version or ""),
+                    answer.get("prediction"),
+                    answer["probabilities"],
+                    _loads(label),
+                )
+            )
+        return out
+
+    rows: list[ScoredRow] = _read(store, fetch)
+    return rows
+
+
+def read_shadow(store: str, since: float | None, until: float) -> list[ShadowRow]:
+    """The shadow rows of ``[since, until)``, each with the answered row of its request id and its label.
+
+    Raises:
+        MonitorError: The store cannot be read.
+    """
+    where, params = _between("s.ts", since, until)
+
+    def fetch(handle: Store) -> list[ShadowRow]:
+        rows = handle.query(
+            "SELECT s.request_id, s.ts, s.model_version, s.prediction, p.model_version, p.prediction, f.label "
+            "FROM predictions s "
+            f"LEFT JOIN predictions p ON p.request_id = s.request_id AND p.{_NOT_SHADOW} "
+            "LEFT JOIN feedback f ON f.request_id = s.request_id "
+            f"WHERE s.monitor = '{SHADOW}' AND {where} ORDER BY s.ts",
+            params,
+        )
+        out = []
+        for rid, ts, sv, sp, av, ap, label in rows:
+            shadow, answered = _loads(sp), _loads(ap)
+            out.append(
+                ShadowRow(
+                    request_id=str(rid),
+                    ts=float(ts),
+                    shadow_version=str(sv or ""),
+                    shadow=shadow.get("prediction") if isinstance(shadow, dict) else None,
+                    answered_version=None if av is None else str(av),
+                    answered=answered.get("prediction") if isinstance(answered, dict) else None,
+                    label=_loads(label),
+                )
+            )
+        return out
+
+    rows: list[ShadowRow] = _read(store, fetch)
+    return rows

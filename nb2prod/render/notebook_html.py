@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from nb2prod.batch import ScoreResult
     from nb2prod.capture.data import DatasetRecord
     from nb2prod.export import ExportResult
+    from nb2prod.lifecycle.trace import Trace
     from nb2prod.session import ModelRecord, StartResult, StatusReport
 
 TRAIN = "training_"
@@ -307,3 +308,17 @@ def score_shown(result: ScoreResult) -> Shown:
         "".join(f"<div>{escape(line)}</div>" for line in lines[1:]),
     )
     return Shown(text.score_text(result), html)
+
+
+def trace_shown(found: Trace) -> Shown:
+    """``%nb2prod trace``: one prediction's chain back to its notebook, every link checked."""
+    from nb2prod.render.terminal import trace_lines
+
+    lines = trace_lines(found)
+    verdict = "every link verified" if found.ok else f"{len(found.broken)} broken link(s)"
+    color = "#1a7f37" if found.ok else "#cf222e"
+    html = box(
+        f'<b>nb2prod</b>: trace of {code(found.request_id)} — <span style="color:{color}">{escape(verdict)}</span>',
+        '<pre style="margin:4px 0 0 0;white-space:pre-wrap">' + escape("\n".join(lines)) + "</pre>",
+    )
+    return Shown("\n".join(lines), html)

@@ -28,11 +28,15 @@ if TYPE_CHECKING:
 __all__ = [
     "VERSION_HEADERS",
     "drift_row",
+    "estimate_note",
+    "estimate_table",
     "format_value",
     "quality_table",
     "render_html",
     "render_text",
+    "shadow_table",
     "table",
+    "traffic_table",
     "version_rows",
 ]
 
@@ -82,6 +86,90 @@ def quality_table(quality: Mapping[str, Any]) -> tuple[list[str], list[list[str]
         for v, m in quality.get("by_version", {}).items()
     ]
     return ["version", "labelled", *names], rows
+
+
+ESTIMATE_HEADERS = [
+    "version",
+    "rows",
+    "est. accuracy",
+    "accuracy",
+    "est. F1",
+    "F1",
+    "est. ROC AUC",
+    "ROC AUC",
+    "labelled",
+]
+
+
+def estimate_table(estimate: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (all, then each version) of the estimated quality, the realized value beside each."""
+
+    def row(label: str, e: Mapping[str, Any]) -> list[str]:
+        return [
+            label,
+            format_value(e.get("estimated", 0)),
+            format_value(e.get("estimated_accuracy")),
+            format_value(e.get("accuracy")),
+            format_value(e.get("estimated_f1_macro")),
+            format_value(e.get("f1_macro")),
+            format_value(e.get("estimated_roc_auc")),
+            format_value(e.get("roc_auc")),
+            format_value(e.get("labelled", 0)),
+        ]
+
+    rows = [row("all", estimate)]
+    rows += [row(v, e) for v, e in (estimate.get("by_version") or {}).items()]
+    return ESTIMATE_HEADERS, rows
+
+
+def estimate_note(estimate: Mapping[str, Any]) -> str:
+    """One line: calibrated or not, and the drop from the test accuracy."""
+    parts = ["calibrated at capture" if estimate.get("calibrated") else "raw probabilities (no calibration)"]
+    if estimate.get("reference_accuracy") is not None:
+        parts.append(
+            f"test accuracy {format_value(estimate['reference_accuracy'])}, "
+            f"estimated drop {format_value(estimate.get('estimated_drop'))}"
+        )
+    return "; ".join(parts)
+
+
+def traffic_table(traffic: Mapping[str, Mapping[str, int]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the logged rows per source (online, batch, shadow) and version."""
+    rows = [
+        [source, v or "-", format_value(n)]
+        for source in ("online", "batch", "shadow")
+        for v, n in sorted((traffic.get(source) or {}).items())
+    ]
+    return ["source", "version", "rows"], rows
+
+
+def shadow_table(shadow: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the shadow: agreement, the challenger's prediction drift, both versions' quality."""
+    drift = shadow.get("prediction_drift") or {}
+    rows = [
+        [
+            "shadow versions",
+            ", ".join(f"{v} ({n:,} rows)" for v, n in (shadow.get("versions") or {}).items()),
+        ],
+        ["paired with an answered row", format_value(shadow.get("paired"))],
+    ]
+    if shadow.get("agreement") is not None:
+        rows.append(["agreement with the champion", format_value(shadow["agreement"])])
+    if shadow.get("mean_abs_difference") is not None:
+        rows.append(["mean |challenger - champion|", format_value(shadow["mean_abs_difference"])])
+    if drift:
+        rows.append(
+            [
+                "challenger prediction drift",
+                f"PSI {format_value(drift.get('psi'))}" + (" DRIFT" if drift.get("drifted") else ""),
+            ]
+        )
+    rows.append(["labelled shadow rows", format_value(shadow.get("labelled"))])
+    for who in ("champion", "challenger"):
+        q = shadow.get(who) or {}
+        figures = ", ".join(f"{k} {format_value(v)}" for k, v in q.items() if k != "labelled")
+        rows.append([f"{who} on those rows", figures or "-"])
+    return ["shadow", ""], rows
 
 
 def drift_row(name: str, d: ColumnDrift) -> list[str]:
@@ -157,6 +245,16 @@ def render_text(report: MonitorReport) -> str:
     q = report.quality
     headers, qrows = quality_table(q)
     out += [f"Live quality ({q.get('task', '-')}, from feedback)", table(headers, qrows), ""]
+    if report.estimate:
+        out += [
+            f"Estimated quality (no labels needed; {estimate_note(report.estimate)})",
+            table(*estimate_table(report.estimate)),
+            "",
+        ]
+    if report.traffic:
+        out += ["Traffic", table(*traffic_table(report.traffic), right=[False, False, True]), ""]
+    if report.shadow:
+        out += ["Shadow", table(*shadow_table(report.shadow), right=[False, False]), ""]
     inv = report.events["invalid"]
     out.append(f"Invalid inputs: {inv['total']:,}")
     if inv["by_reason"]:
@@ -336,8 +434,11 @@ def over_time_html(report: MonitorReport, *, top_n: int = 8) -> list[str]:
     body.append("<h2>Rows over time</h2>")
     body.append(_lines(times, {"rows": ot["rows"][span]}, threshold=None))
     q = {k: v[span] for k, v in (ot.get("quality") or {}).items()}
+    estimated = (ot.get("estimated") or {}).get("accuracy")
+    if estimated:
+        q["estimated accuracy"] = estimated[span]
     if any(v is not None for s in q.values() for v in s):
-        body.append("<h2>Live quality over time (from feedback)</h2>")
+        body.append("<h2>Live quality over time (from feedback; estimated: no labels needed)</h2>")
         body.append(_lines(times, q, threshold=None, from_zero=False))
     return body
 
@@ -367,6 +468,17 @@ def render_html(report: MonitorReport) -> str:
     if quality:
         body.append(f"<h2>Live quality ({escape(str(quality.get('task')))})</h2>")
         body.append(_table(*quality_table(quality)))
+    if report.estimate:
+        body.append(
+            f"<h2>Estimated quality (no labels needed)</h2><p>{escape(estimate_note(report.estimate))}</p>"
+        )
+        body.append(_table(*estimate_table(report.estimate)))
+    if report.traffic:
+        body.append("<h2>Traffic</h2>")
+        body.append(_table(*traffic_table(report.traffic)))
+    if report.shadow:
+        body.append("<h2>Shadow</h2>")
+        body.append(_table(*shadow_table(report.shadow)))
     if report.distributions:
         body.append(
             "<h2>Distributions: reference (grey) vs live (blue)</h2><div class='grid'>"

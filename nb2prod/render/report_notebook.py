@@ -26,9 +26,13 @@ from nb2prod.render.report import (
     _table,
     _time,
     drift_row,
+    estimate_note,
+    estimate_table,
     over_time_html,
     quality_table,
+    shadow_table,
     status_badge,
+    traffic_table,
     version_rows,
 )
 
@@ -90,6 +94,17 @@ def render_notebook_html(report: MonitorReport) -> str:
     if quality and quality.get("labelled"):
         body.append(f"<h2>Live quality ({escape(str(quality.get('task')))}, from feedback)</h2>")
         body.append(_table(*quality_table(quality)))
+    if report.estimate:
+        body.append(
+            f"<h2>Estimated quality (no labels needed)</h2><p>{escape(estimate_note(report.estimate))}</p>"
+        )
+        body.append(_table(*estimate_table(report.estimate)))
+    if len(report.traffic) > 1:  # batch or shadow beside the online traffic
+        body.append("<h2>Traffic</h2>")
+        body.append(_table(*traffic_table(report.traffic)))
+    if report.shadow:
+        body.append("<h2>Shadow</h2>")
+        body.append(_table(*shadow_table(report.shadow)))
     if len(report.versions) > 1 or any(v["fallbacks"] or v["errors"] for v in report.versions.values()):
         body.append("<h2>Model versions</h2>")
         body.append(_table(VERSION_HEADERS, version_rows(report)))

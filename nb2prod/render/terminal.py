@@ -7,6 +7,7 @@ nothing here imports click: ``nb2prod.cli`` decides where each line goes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from nb2prod.execute import Preflight, Reproduction, RunResult, SweepResult
     from nb2prod.export import ExportResult
     from nb2prod.lifecycle import Decision, FeedbackImport, Switch
+    from nb2prod.lifecycle.shadow import ShadowDecision, ShadowStart
+    from nb2prod.lifecycle.trace import Trace
     from nb2prod.tracking.registry import AliasEvent
 
 PREFLIGHT_SHOWN = 8
@@ -256,12 +259,114 @@ def feedback_lines(result: FeedbackImport) -> list[str]:
 def decision_lines(name: str, decision: Decision) -> list[str]:
     """What retrain decided, on which run, the switch it published and the Bento it exported."""
     lines = [f"{decision.action.upper()}: {decision.reason}"]
+    if decision.degraded and decision.degraded.get("estimated_drop") is not None:
+        d = decision.degraded
+        lines.append(
+            f"estimated accuracy {d['estimated_accuracy']:.4f} on {d['rows']} served rows, test accuracy "
+            f"{d['reference_accuracy']:.4f}: drop {d['estimated_drop']:+.4f} (threshold {d['min_estimated_drop']:g})"
+        )
     if decision.run_id:
         lines.append(f"run {decision.run_id}; challenger {name}/{decision.challenger}")
     if decision.switch is not None:
         lines += switch_lines(decision.switch)
     if decision.bento:
         lines.append(f"exported {decision.bento}: deploy it with nb2prod serve {name}")
+    return lines
+
+
+def shadow_start_lines(start: ShadowStart) -> list[str]:
+    """A shadow started or stopped: the version, the Bento that carries it, the services told."""
+    if start.version is None:
+        lines = [f"shadow of {start.name} stopped (store {start.store})"]
+    else:
+        lines = [
+            f"{start.name}/{start.version} shadows the champion: it scores the answered rows, answers no one"
+        ]
+        if start.bento is None:
+            lines.append(f"no Bento of {start.name} yet: export one that carries {start.version}")
+        elif not start.follows:
+            lines.append(
+                f"the Bento {start.bento} does not carry {start.version} (carries {', '.join(start.carried)}): "
+                f"re-export to carry it (nb2prod export {start.name})"
+            )
+        else:
+            lines.append(f"the Bento {start.bento} carries it; the store {start.store} says so")
+    for url, answer in start.services.items():
+        lines.append(f"  {url}: {answer}")
+    return lines
+
+
+def shadow_decision_lines(decision: ShadowDecision) -> list[str]:
+    """The figures of a shadow decision, the decision, and the switch it made."""
+    c = decision.comparison
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    lines = [
+        f"{c.metric} on {c.rows} labelled shadow rows: champion {decision.champion or '-'} {num(c.champion)}, "
+        f"challenger {decision.version} {num(c.challenger)} (improvement {num(c.improvement)}, "
+        f"margin {decision.min_improvement:g})",
+        f"{c.test}: one-sided p = {c.p_value:.4g} (alpha {decision.alpha:g})"
+        + (
+            f"; only the challenger right: {c.only_challenger}, only the champion: {c.only_champion}"
+            if c.test == "mcnemar_exact"
+            else ""
+        ),
+        f"{'PROMOTE' if decision.promote else 'REFUSED'}: {decision.reason}",
+    ]
+    if decision.switch is not None:
+        lines += switch_lines(decision.switch)
+    if decision.event is not None:
+        lines.append(f"recorded in the alias history (#{decision.event.seq}, {decision.event.alias})")
+    return lines
+
+
+def trace_lines(found: Trace) -> list[str]:
+    """The chain of one prediction, then every checked link (a broken one names artifact and hashes)."""
+    row, run, reg = found.row, found.run, found.registered
+    answer = row["prediction"]
+    lines = [
+        f"request {found.request_id} ({row['source']}, {row['at']}): {found.name}/{row['model_version']} "
+        f"answered {json.dumps(answer.get('prediction') if isinstance(answer, dict) else answer)} "
+        f"as {found.route}",
+        f"  input: {json.dumps(row['features'])[:300]}",
+    ]
+    for s in found.shadow:
+        lines.append(f"  shadow {s['model_version']}: {json.dumps(s['prediction'])[:120]}")
+    then = found.active_then
+    lines.append(
+        f"  then: active {then.get('active') or '-'}"
+        + (f", canary {then['canary']}" if then.get("canary") else "")
+        + "; aliases "
+        + (", ".join(f"{a}={v}" for a, v in found.aliases.items()) or "-")
+    )
+    lines.append(f"Bento {found.bento or '-'} (source listing {found.bento_digest or '-'})")
+    lines.append(
+        f"registered {found.name}/{reg['version']}: logged model {reg.get('model_id') or reg.get('source')}"
+    )
+    for e in found.history:
+        lines.append(f"  {e.at} {e.alias}: {e.from_version or '-'} -> {e.to_version or '-'} ({e.reason})")
+    lines.append(f"run {run.get('run_id')} ({run.get('kind') or 'capture'})")
+    lines.append(f"  notebook {run.get('notebook') or '-'}, git commit {run.get('git_commit') or '-'}")
+    lines.append(
+        f"  code cells {run.get('notebook_digest') or '-'}, environment {run.get('env_digest') or '-'}"
+    )
+    for ds, digest in (run.get("data_digests") or {}).items():
+        lines.append(f"  data {ds}: {digest}")
+    lines.append("Checks:")
+    for link in found.links:
+        mark = "ok  " if link.ok else "SKIP" if link.ok is None else "FAIL"
+        lines.append(f"  {mark} {link.name}: {link.detail}")
+        if link.ok is False:
+            lines.append(f"       artifact: {link.artifact or '-'}")
+            lines.append(f"       expected: {link.expected or '-'}  actual: {link.actual or '-'}")
+    broken = found.broken
+    lines.append(
+        "chain verified: every hash that could be checked holds"
+        if not broken
+        else f"BROKEN: {len(broken)} link(s): " + ", ".join(link.name for link in broken)
+    )
     return lines
 
 

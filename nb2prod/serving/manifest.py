@@ -107,6 +107,10 @@ class ModelInfo(_Record):
         artifact_sha256: sha256 of every model file, by relative path, recorded at capture.
         bento_model_tag: The BentoML model holding its files (``models`` entries only).
         run_id: The capture run (``models`` entries only).
+        calibration: Per-class calibration map of a classifier's probabilities, fitted at
+            capture on the tracked test set (``capture/calibration.py``); read by the
+            label-free quality estimate of ``nb2prod monitor``. None: not fitted (written
+            only when present, so manifests written before it read back unchanged).
         extra: Keys this version does not know, kept as they are.
     """
 
@@ -120,12 +124,13 @@ class ModelInfo(_Record):
     artifact_sha256: dict[str, str] = field(default_factory=dict)
     bento_model_tag: str | None = None
     run_id: str | None = None
+    calibration: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         # the top-level ``model`` has neither: they are in its ``models`` entry
-        for key in ("bento_model_tag", "run_id"):
+        for key in ("bento_model_tag", "run_id", "calibration"):
             if out[key] is None:
                 del out[key]
         return out
@@ -219,7 +224,7 @@ class ServingOptions:
     @property
     def control_poll_s(self) -> float:
         """Seconds between two reads of the control table (not an export option)."""
-        return float(self.extra.get("control_poll_s", 1.0))
+        return float(self.extra.get("control_poll_s", 0.25))
 
     def to_dict(self) -> dict[str, Any]:
         out = {**self.extra, **self.defaults(), "canary": self.canary.to_dict() if self.canary else None}

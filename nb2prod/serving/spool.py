@@ -3,7 +3,7 @@
 Each writer process (one per BentoML worker) appends every prediction row, before the
 request is answered, to its own segment file ``<host>-<pid>-<random>.jsonl`` in the spool
 directory (:func:`spool_dir`: ``$NB2PROD_SPOOL_DIR``, else ``<store file>.spool/`` beside a
-SQLite store, else ``serving/spool/<digest of the URL>/`` beside the BentoML home). The
+SQLite store, else ``spool/<digest of the URL>/`` in the serving directory, :func:`.store.serving_dir`). The
 segment is held with an exclusive ``flock`` while its writer lives.
 
 * A row is one JSON line: the ``predictions`` INSERT parameters. Appends go to the OS
@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 import pydantic_core
 
-from .store import SQL_INSERT_PREDICTION, STORE_DIR, Store, is_sqlite_file, store_path
+from .store import SQL_INSERT_PREDICTION, Store, is_sqlite_file, serving_dir, store_path
 
 logger = logging.getLogger("nb2prod.serving")
 
@@ -60,9 +60,8 @@ def spool_dir(store: str) -> Path:
     if is_sqlite_file(store):
         path = store_path(store)
         return path.with_name(path.name + ".spool")
-    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
     digest = hashlib.sha256(store.encode()).hexdigest()[:16]
-    return home.parent / STORE_DIR / "spool" / digest
+    return serving_dir() / "spool" / digest
 
 
 def _lock(handle: BinaryIO) -> bool:

@@ -46,6 +46,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,11 @@ from .store_schema import (
     refuse_newer,
 )
 
-__all__ = ["SCHEMA_VERSION", "PredictionStoreError", "Store", "prediction_store"]
+__all__ = ["SCHEMA_VERSION", "PredictionStoreError", "Store", "prediction_store", "serving_dir"]
 
 PREDICTION_COLUMN = "__prediction__"
 STORE_ENV = "NB2PROD_PREDICTION_STORE"
+CONTAINERIZED_ENV = "BENTOML_CONTAINERIZED"  # set to true by the Dockerfile of `bentoml containerize`
 STORE_DIR = "serving"
 STORE_FILE = "predictions.db"
 CONTROL_ACTIVE = "active"
@@ -80,6 +82,11 @@ SQL_INSERT_PREDICTION = (
     "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction) "
     "VALUES (:request_id, :ts, :monitor, :model_version, :features, :prediction)"
 )
+PREDICTION_COLUMNS = ("request_id", "ts", "monitor", "model_version", "features", "prediction")
+_SQLITE_INSERT_PREDICTIONS = f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
+BULK_CACHE_KIB = 65_536  # SQLite page cache of a connection that bulk-inserts (a batch)
+BULK_ROWS = 16_384  # rows per transaction of a bulk insert into SQLite
+_PG_COPY_PREDICTIONS = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
 SQL_UPSERT_SKETCH = (
     "INSERT INTO sketches (bucket, model_version, col, writer, n, counts) "
     "VALUES (:bucket, :model_version, :col, :writer, :n, :counts) "
@@ -99,21 +106,36 @@ SQL_UPSERT_CONTROL = (
 )
 
 
+def serving_dir(bentoml_home: str | Path | None = None) -> Path:
+    """The directory a service keeps its local state in (prediction stores, spools), by default.
+
+    ``serving/`` beside the BentoML home (``bentoml_home``, else ``$BENTOML_HOME``, else
+    BentoML's ``~/bentoml``): a project's BentoML home is ``.nb2prod/bentoml``, so that is
+    ``.nb2prod/serving``. In a container built by ``bentoml containerize``
+    (``BENTOML_CONTAINERIZED=true``, ``BENTOML_HOME=/home/bentoml/``) the parent of the home
+    is ``/home``, owned by root and not writable by the ``bentoml`` user the service runs
+    as: there it is ``serving/`` inside the BentoML home.
+    """
+    home = (
+        Path(bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser().resolve()
+    )
+    if os.environ.get(CONTAINERIZED_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return home / STORE_DIR
+    return home.parent / STORE_DIR
+
+
 def prediction_store(name: str, bentoml_home: str | Path | None = None) -> str:
     """Where the service of registered model ``name`` logs its predictions: the one default.
 
     ``$NB2PROD_PREDICTION_STORE`` wins (a SQLAlchemy URL as it is, a path made absolute).
-    Else ``serving/NAME/predictions.db`` beside the BentoML home the Bento is served from
-    (``bentoml_home``, else ``$BENTOML_HOME``, else BentoML's ``~/bentoml``): a project's
-    BentoML home is ``.nb2prod/bentoml``, so its services log to
-    ``.nb2prod/serving/NAME/predictions.db`` whether started by ``nb2prod serve`` or by
-    ``bentoml serve``.
+    Else ``NAME/predictions.db`` in :func:`serving_dir` (``.nb2prod/serving/NAME/predictions.db``
+    of a project, whether the service was started by ``nb2prod serve`` or by ``bentoml serve``;
+    ``$BENTOML_HOME/serving/NAME/predictions.db`` in a container).
     """
     env = os.environ.get(STORE_ENV)
     if env:
         return env if "://" in env else str(Path(env).expanduser().resolve())
-    home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-    return str(home.expanduser().resolve().parent / STORE_DIR / name / STORE_FILE)
+    return str(serving_dir(bentoml_home) / name / STORE_FILE)
 
 
 def is_sqlite_file(location: str) -> bool:
@@ -288,6 +310,7 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._version_checked = False
+        self._bulk_cache = False
         if not self._sqlite:
             _engine(location)
 
@@ -335,6 +358,70 @@ class Store:
         with self._sa_engine().begin() as conn:
             conn.execute(sa.text(sql), [dict(r) for r in rows])
 
+    def insert_predictions(
+        self,
+        request_ids: Sequence[str],
+        features: Sequence[str],
+        predictions: Sequence[str],
+        *,
+        ts: float,
+        monitor: str,
+        model_version: str | None,
+    ) -> int:
+        """Bulk-insert prediction rows sharing one time, monitor and model version.
+
+        The bulk path of a batch (millions of rows): SQLite runs one prepared statement over
+        positional tuples (no dict per row), in transactions of :data:`BULK_ROWS`; PostgreSQL
+        through psycopg streams them with ``COPY`` in one transaction. ``features`` and
+        ``predictions`` are JSON text, as the service writes them.
+
+        Returns:
+            The number of rows inserted.
+        """
+        n = len(request_ids)
+        if not n == len(features) == len(predictions):
+            raise ValueError(
+                f"{n} request ids, {len(features)} features and {len(predictions)} predictions: one each a row"
+            )
+        if not n:
+            return 0
+        rows = zip(
+            request_ids,
+            repeat(ts, n),
+            repeat(monitor, n),
+            repeat(model_version, n),
+            features,
+            predictions,
+            strict=True,
+        )
+        if self._sqlite:
+            # transactions of at most BULK_ROWS rows: the write lock is held well under a second,
+            # so the service's writer (and other batch workers) sharing the file get their turn
+            for _ in range(0, n, BULK_ROWS):
+                with self._lock:
+                    conn = self._connection()
+                    assert conn is not None
+                    if not self._bulk_cache:  # a bigger page cache: ~20% faster bulk inserts here
+                        conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+                        self._bulk_cache = True
+                    with conn:
+                        conn.executemany(_SQLITE_INSERT_PREDICTIONS, islice(rows, BULK_ROWS))
+            return n
+        with self._sa_engine().begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            if hasattr(cursor, "copy"):  # psycopg 3
+                with cursor.copy(_PG_COPY_PREDICTIONS) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:  # another driver named in the URL: plain executemany
+                import sqlalchemy as sa
+
+                conn.execute(
+                    sa.text(SQL_INSERT_PREDICTION),
+                    [dict(zip(PREDICTION_COLUMNS, r, strict=True)) for r in rows],
+                )
+        return n
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of a SELECT (an empty list when a read-only store has no tables yet)."""
         if self._sqlite:
@@ -363,6 +450,7 @@ class Store:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                self._bulk_cache = False
 
     # -- convenience on top of write/query ------------------------------------------------
 

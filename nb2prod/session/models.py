@@ -245,8 +245,7 @@ def model(
                 registry_tags,
                 description=description,
                 model_id=logged.model_id,
-                first_champion=first_champion,
-            )  # under a runner, the runner registers it once the whole notebook succeeded
+            )  # under a runner, promotion is the runner's decision (nb2prod retrain compares)
             if not deferred:
                 registered = registry.register(
                     session.client,

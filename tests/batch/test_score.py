@@ -75,7 +75,13 @@ def test_scores_equal_the_registered_model_and_are_logged_as_batch(
     assert len(logged) == n
     assert {r[1] for r in logged} == {"batch"} and {r[2] for r in logged} == {"1"}
     first = dict((r[0], r) for r in logged)[f"{result.batch_id}-0"]
-    assert json.loads(first[4]) == {"prediction": exp["prediction"][0]}
+    logged_answer = json.loads(first[4])
+    assert logged_answer["prediction"] == exp["prediction"][0]
+    # class probabilities as the service logs them (the label-free quality estimate reads them)
+    assert set(logged_answer["probabilities"]) == {str(c) for c in classes}
+    np.testing.assert_allclose(
+        [logged_answer["probabilities"][str(c)] for c in classes], exp["proba"][0], rtol=1e-12, atol=1e-12
+    )
     features = json.loads(first[3])
     assert (
         features["site"] == exp["rows"][0]["site"]

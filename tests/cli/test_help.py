@@ -31,6 +31,7 @@ def test_every_command_is_registered_on_the_console_script_group() -> None:
         "score",
         "serve",
         "sweep",
+        "trace",
     ]
 
 

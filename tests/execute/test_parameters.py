@@ -84,6 +84,6 @@ def test_notebook_without_kernel_name_is_a_usage_error(tmp_path: Path) -> None:
     nb.cells.append(cell)
     path = tmp_path / "nokernel.ipynb"
     nbformat.write(nb, str(path))
-    with pytest.raises(UsageError, match="nokernel.ipynb") as caught:
+    with pytest.raises(UsageError, match=r"nokernel\.ipynb") as caught:
         inspect_parameters(path)
     assert caught.value.hint is not None and "kernel" in caught.value.hint

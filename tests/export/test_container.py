@@ -167,7 +167,15 @@ def test_serve_with_two_workers_answers_from_two_processes(
     log = captured_project.home / "serve-workers.log"
     with serving(argv, captured_project.env(), log, cwd=captured_project.home) as srv:
         row = dict(captured_project.data["expected"]["rows"][0])
-        status, body, _ = srv.post("/predict", json.dumps(row).encode())
+        # /readyz is answered by whichever worker takes the connection: the other may still be
+        # loading its model, and answers 503 (JSON, retryable) until it has.
+        deadline = time.monotonic() + 60
+        while True:
+            status, body, _ = srv.post("/predict", json.dumps(row).encode())
+            if status != 503 or time.monotonic() > deadline:
+                break
+            assert json.loads(body)["error"] == "unavailable", body[:500]
+            time.sleep(0.2)
         assert status == 200, body[:500]
         pids: set[int] = set()
         # A fresh connection per request spreads them over the workers; the second may still

@@ -219,8 +219,10 @@ def test_monitor_magic_shows_the_report_in_a_kernel(loop: CapturedProject, serve
     assert (notebook.parent / "watch.html").read_text().startswith("<!DOCTYPE html>")
     error = "".join(o.get("evalue", "") + "".join(o.get("traceback", [])) for o in nb.cells[1].outputs)
     assert "no Bento of 'nobody'" in error and "most recent call last" not in error
-    exported = "".join(o.get("text", "") for o in nb.cells[2].outputs)
-    assert "already built (no change); carries v2, v1" in exported
+    exported = "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in nb.cells[2].outputs
+    )
+    assert "carries v2, v1" in exported, exported
 
 
 def test_the_previous_version_answers_when_the_active_one_raises(
@@ -322,3 +324,217 @@ def test_lifecycle_errors_are_one_line(loop: CapturedProject) -> None:
     assert done.returncode == 2 and "row 2" in done.stderr and "not a class" in done.stderr
     done = loop.cli("monitor", MODEL, "--since", "yesterday-ish")
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- calibration, batch, trace
+
+
+def test_the_bento_carries_each_versions_calibration_and_batch_rows_are_their_own_traffic_line(
+    loop: CapturedProject, server: Service
+) -> None:
+    """The calibration fitted at capture on the tracked test set travels into the manifest; a batch
+    scored with nb2prod score shows as ``batch`` beside the ``online`` traffic."""
+    import csv
+
+    from nb2prod.lifecycle import served_manifest
+
+    _, manifest = served_manifest(loop.settings, MODEL)
+    for version in ("2", "1"):
+        calibration = manifest.models[version].calibration
+        assert calibration is not None and calibration["classes"] == ["0", "1"], version
+        assert 0.5 < calibration["accuracy"] <= 1.0 and calibration["rows"] > 100
+    rows = loop.data["heldout"]["rows"][:60]
+    source = loop.home / "batch.csv"
+    with source.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    done = loop.cli("score", f"{MODEL}@champion", str(source), "-o", str(loop.home / "scored.parquet"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = loop.cli("monitor", MODEL, "--json")
+    report = json.loads(done.stdout)
+    assert sum(report["traffic"]["batch"].values()) == 60
+    assert sum(report["traffic"]["online"].values()) > 60
+    assert "batch" in loop.cli("monitor", MODEL).stdout
+
+
+def _store_rows(loop: CapturedProject) -> list[tuple[str, float, str, str]]:
+    from nb2prod.lifecycle import store_location
+    from nb2prod.serving.store import Store
+
+    store = Store(store_location(loop.settings, MODEL), readonly=True)
+    try:
+        return [
+            (str(r), float(t), str(m), str(v))
+            for r, t, m, v in store.query("SELECT request_id, ts, monitor, model_version FROM predictions")
+        ]
+    finally:
+        store.close()
+
+
+def test_trace_follows_served_promoted_rolled_back_and_batch_rows_to_the_notebook(
+    loop: CapturedProject, server: Service
+) -> None:
+    import random
+
+    from nb2prod.lifecycle.trace import trace
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import registry
+
+    rows = _store_rows(loop)
+    client = tracking.client(loop.settings)
+    events = registry.alias_history(client, MODEL, registry.CHAMPION)
+    rolled_back = next(e for e in events if e.reason.startswith("rollback"))
+    picks: dict[str, tuple[str, str]] = {}  # what -> (request id, expected route)
+    rng = random.Random(7)
+    champion_rows = [r for r in rows if r[2] != "batch" and r[3] == "2" and not r[0].startswith("canary-")]
+    picks["champion"] = (rng.choice(champion_rows)[0], "champion")
+    picks["canary"] = (
+        rng.choice([r for r in rows if r[0].startswith("canary-") and r[3] == "1"])[0],
+        "canary",
+    )
+    picks["batch"] = (rng.choice([r for r in rows if r[2] == "batch"])[0], "batch")
+    after = [r for r in rows if r[2] != "batch" and r[3] == "1" and not r[0].startswith("canary-")]
+    rolled = [r for r in after if r[1] >= _epoch(rolled_back.at)]
+    picks["rolled back"] = (rng.choice(rolled)[0], "champion")
+    fallback = [r for r in after if r[1] < _epoch(rolled_back.at)]
+    picks["fallback"] = (fallback[0][0], "fallback")  # the unseen-site row answered by v1
+    for what, (rid, route) in picks.items():
+        found = trace(MODEL, rid, settings=loop.settings)
+        assert found.ok, (what, [link for link in found.broken])
+        assert found.route == route, (what, found.route, found.active_then)
+        assert found.bento is not None and found.bento.startswith("tumor:v2-")
+        assert found.bento_digest is not None and found.bento_digest[7:19] == found.bento.split("-")[-1]
+        assert found.run["notebook"] and found.run["notebook"].endswith("tumor.ipynb")
+        assert found.run["notebook_digest"].startswith("sha256:") and found.run["env_digest"]
+        assert {"X", "y", "train", "test"} <= set(found.run["data_digests"])
+        checked = {link.name for link in found.links if link.ok}
+        assert {
+            "bento source",
+            "bento model files",
+            "capture record",
+            "mlflow model files",
+            "environment",
+        } <= checked
+        assert {"data digest of 'train'", "data rows of 'test'"} <= checked
+    assert any(e.reason.startswith("rollback") for e in trace(MODEL, picks["rolled back"][0]).history)
+    done = loop.cli("trace", MODEL, picks["batch"][0], "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["row"]["source"] == "batch"
+    done = loop.cli("trace", MODEL, "no-such-request")
+    assert (
+        done.returncode == 2
+        and "no prediction with request id" in done.stderr
+        and "Traceback" not in done.stderr
+    )
+
+
+def _epoch(at: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(at).timestamp()
+
+
+def test_trace_names_the_broken_link_when_any_artifact_is_tampered_with(
+    loop: CapturedProject, server: Service
+) -> None:
+    """Tamper with each artifact of the chain in turn (then restore it): the trace names it."""
+    import shutil
+    import urllib.parse
+    from pathlib import Path
+
+    import pandas as pd
+
+    from nb2prod.lifecycle.trace import trace
+    from nb2prod.tracking import client as tracking
+    from nb2prod.tracking import names
+
+    rid = next(r[0] for r in _store_rows(loop) if r[3] == "2" and r[2] != "batch")
+    assert trace(MODEL, rid).ok
+    client = tracking.client(loop.settings)
+    mv = client.get_model_version(MODEL, "2")
+    run_id = mv.tags[names.TAG_RUN_ID]
+
+    def local(uri: str) -> Path:
+        return Path(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+
+    found = trace(MODEL, rid)
+    assert found.bento is not None
+    bname, bversion = found.bento.split(":")
+    bento_home = loop.settings.bentoml_home
+    model_dir = next((bento_home / "models" / bname).glob("v2-*/mlflow"))
+    artifacts = local(client.get_run(run_id).info.artifact_uri)
+    logged = local(client.get_logged_model(mv.tags[names.TAG_MODEL_ID]).artifact_location)
+
+    def first_file(folder: Path) -> Path:
+        return next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".yaml")
+
+    def append_byte(path: Path) -> None:
+        path.write_bytes(path.read_bytes() + b"\0")
+
+    def edit_manifest(path: Path) -> None:
+        data = json.loads(path.read_text())
+        data["reference_rows"] = (data.get("reference_rows") or 0) + 1
+        path.write_text(json.dumps(data))
+
+    def edit_environment(path: Path) -> None:
+        data = json.loads(path.read_text())
+        data["python_version"] = "2.7.18"
+        path.write_text(json.dumps(data))
+
+    def edit_rows(path: Path) -> None:
+        frame = pd.read_parquet(path)
+        frame.iloc[0, 1] = frame.iloc[0, 1] + 1
+        frame.to_parquet(path)
+
+    files: list[tuple[str, Path, Any, str]] = [
+        ("a model file in the BentoML store", first_file(model_dir), append_byte, "bento model files"),
+        (
+            "the Bento's manifest",
+            bento_home / "bentos" / bname / bversion / "src" / "nb2prod_manifest.json",
+            edit_manifest,
+            "bento source",
+        ),
+        ("the logged model's file in MLflow", first_file(logged), append_byte, "mlflow model files"),
+        ("the run's environment.json", artifacts / names.ENVIRONMENT_JSON, edit_environment, "environment"),
+        ("the stored test rows", artifacts / names.dataset_rows("test"), edit_rows, "data rows of 'test'"),
+    ]
+    for what, path, tamper, link in files:
+        saved = path.with_name(path.name + ".saved")
+        shutil.copy2(path, saved)
+        try:
+            tamper(path)
+            broken = {b.name: b for b in trace(MODEL, rid).broken}
+            assert link in broken, (what, list(broken))
+            named = broken[link]
+            assert named.artifact and (path.name in named.artifact or path.name in named.detail), (
+                what,
+                named,
+            )
+        finally:
+            shutil.move(saved, path)
+    # tags: the capture's sha256 on the registered version, a data digest on the run
+    rel = names.TAG_ARTIFACT_SHA256  # the digest naming the capture's record of every model file's sha256
+    tags = [
+        ("model version", names.TAG_ARTIFACT_SHA256, "sha256:" + "0" * 64, "capture record"),
+        ("run", names.data_digest_tag("train"), "xxh3_128:" + "0" * 32, "data digest of 'train'"),
+    ]
+    for where, key, value, link in tags:
+        old = mv.tags[key] if where == "model version" else client.get_run(run_id).data.tags[key]
+        setter = (
+            (lambda v, key=key: client.set_model_version_tag(MODEL, "2", key, v))
+            if where == "model version"
+            else (lambda v, key=key: client.set_tag(run_id, key, v))
+        )
+        setter(value)
+        try:
+            broken = {b.name: b for b in trace(MODEL, rid).broken}
+            assert link in broken, (key, list(broken))
+            named = broken[link]
+            assert key in (named.artifact or "") or rel in (named.artifact or ""), named
+            assert "0" * 32 in str(named.expected) + str(named.actual), named
+        finally:
+            setter(old)
+    assert trace(MODEL, rid).ok  # everything restored
+    done = loop.cli("trace", MODEL, rid)
+    assert done.returncode == 0 and "chain verified" in done.stdout, done.stdout

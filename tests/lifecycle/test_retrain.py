@@ -58,3 +58,16 @@ def test_bad_feedback_files_are_refused_before_anything_is_stored(project: Path)
         coerce_label("7", ["0", "1"], True)
     with pytest.raises(LifecycleError, match="not a number"):
         coerce_label("big", None, False)
+
+
+def test_if_degraded_refuses_a_negative_drop_and_needs_a_bento_before_any_notebook_runs(
+    project: Path,
+) -> None:
+    from nb2prod import lifecycle
+    from nb2prod.exceptions import ExportError, LifecycleError
+
+    notebook = project / "never-run.ipynb"  # does not exist: nothing may get as far as running it
+    with pytest.raises(LifecycleError, match=r"--min-estimated-drop -0\.1 is negative"):
+        lifecycle.retrain("m", notebook, if_degraded=True, min_estimated_drop=-0.1)
+    with pytest.raises(ExportError, match="no Bento of 'm'"):
+        lifecycle.retrain("m", notebook, if_degraded=True)

@@ -50,6 +50,8 @@ def log_rows(
     writers: int = 2,
     per_minute: int = 20,
     prefix: str = "r",
+    writer: str = "w",
+    monitor: str = "test",
 ) -> list[str]:
     """Log rows as the service does: a prediction row each, and per-minute sketches per writer."""
     features = list(manifest["reference"])
@@ -71,7 +73,7 @@ def log_rows(
                         "bucket": bucket,
                         "model_version": version,
                         "col": col,
-                        "writer": f"w{w}",
+                        "writer": f"{writer}{w}",
                         "n": len(part),
                         "counts": encode(sketcher(values)),
                     }
@@ -83,7 +85,7 @@ def log_rows(
                 {
                     "request_id": rid,
                     "ts": bucket + 1 + i,
-                    "monitor": "test",
+                    "monitor": monitor,
                     "model_version": version,
                     "features": json.dumps({f: float(row[f]) for f in features}),
                     "prediction": json.dumps({"prediction": int(preds[i])}),

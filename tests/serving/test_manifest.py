@@ -122,7 +122,7 @@ def test_the_typed_view_of_a_manifest() -> None:
     assert list(manifest.carried()) == ["1", "2"] and manifest.carried()["2"].run_id == "r2"
     assert manifest.model.bento_model_tag is None and manifest.model.is_classifier
     assert manifest.serving.canary is not None and manifest.serving.canary.percent == 10.0
-    assert manifest.serving.control_poll_s == 1.0
+    assert manifest.serving.control_poll_s == 0.25
     assert manifest.provenance.data_digests == {"dataset:train": "xxh3_128:dd"}
     assert set(manifest.monitored_columns()) == {"x", PREDICTION_COLUMN}
 

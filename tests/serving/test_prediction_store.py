@@ -79,6 +79,31 @@ def test_the_monitor_report_reads_the_same_from_both_backends(
         assert pg.features[feature].psi == pytest.approx(lite.features[feature].psi, rel=1e-12)
 
 
+def test_bulk_inserted_predictions_read_like_the_services_rows(location: str) -> None:
+    """A batch's bulk path (one prepared statement on SQLite, COPY on PostgreSQL) stores the same
+    rows as the service's writer: text with quotes, tabs, backslashes and newlines intact."""
+    from nb2prod.serving.store import BULK_ROWS, Store
+
+    store = Store(location)
+    total = BULK_ROWS + 10  # more than one SQLite transaction
+    ids = [f"b1-{i}" for i in range(total)]
+    features = [json.dumps({"x": i, "note": 'a\tb\\c\n"q"'}) for i in range(total)]
+    predictions = [json.dumps({"prediction": f"class {i % 3}"}) for i in range(total)]
+    n = store.insert_predictions(ids, features, predictions, ts=5.0, monitor="batch", model_version="2")
+    assert (
+        n == total and store.insert_predictions([], [], [], ts=5.0, monitor="batch", model_version="2") == 0
+    )
+    rows = store.query("SELECT request_id, ts, monitor, model_version, features, prediction FROM predictions")
+    assert sorted(rows, key=lambda r: int(r[0][3:])) == [
+        (i, 5.0, "batch", "2", f, p) for i, f, p in zip(ids, features, predictions, strict=True)
+    ]
+    assert json.loads(rows[0][4])["note"] == 'a\tb\\c\n"q"'
+    with pytest.raises(ValueError, match="1 request ids, 2 features"):
+        store.insert_predictions(["x"], ["{}", "{}"], ["{}"], ts=1.0, monitor="batch", model_version="2")
+    assert store.known_request_ids(["b1-0", f"b1-{total - 1}", "x"]) == {"b1-0", f"b1-{total - 1}"}
+    store.close()
+
+
 def test_a_postgresql_url_without_psycopg_names_the_extra() -> None:
     """Without the driver, the store says what to install (before any connection is tried)."""
     code = (
@@ -129,3 +154,25 @@ def test_one_default_for_where_a_service_logs(tmp_path: Path, monkeypatch: pytes
     cmd = serve_command("Churn", port=1234, settings=settings, tag="churn:v1-abc")
     assert cmd.prediction_store == in_project == cmd.env[STORE_ENV]
     assert cmd.env["BENTOML_HOME"] == str(settings.bentoml_home)
+
+
+def test_in_a_container_the_store_lives_under_the_bentoml_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bentoml containerize` sets BENTOML_HOME=/home/bentoml/ and BENTOML_CONTAINERIZED=true: the
+    parent of the home (/home) is root's, so the store goes inside the home the service's user owns."""
+    from nb2prod.serving.store import STORE_ENV, Store, prediction_store, serving_dir
+
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    home = tmp_path / "home" / "bentoml"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("BENTOML_HOME", str(home) + "/")
+    monkeypatch.setenv("BENTOML_CONTAINERIZED", "true")
+    assert prediction_store("Churn") == str(home.resolve() / "serving" / "Churn" / "predictions.db")
+    assert serving_dir() == home.resolve() / "serving"
+    store = Store(prediction_store("Churn"))
+    store.insert_predictions(["r1"], ["{}"], ["{}"], ts=1.0, monitor="m", model_version="1")
+    store.close()
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["bentoml"]  # nothing beside the home
+    monkeypatch.setenv("BENTOML_CONTAINERIZED", "false")  # outside a container: beside the home, as before
+    assert prediction_store("Churn") == str(home.resolve().parent / "serving" / "Churn" / "predictions.db")
