@@ -5,6 +5,7 @@ model" and "a running service" (``captured_project``, ``service``)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,32 @@ from nb2prod.demo import new_project
 from nb2prod.exceptions import StoreError
 
 pytest_plugins = ["tests.served", "tests.pg"]
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_restored() -> Iterator[None]:
+    """Every test leaves MLflow's process-wide tracking and registry URIs as it found them.
+
+    ``nb2prod.tracking.client`` calls ``mlflow.set_tracking_uri``/``set_registry_uri``, which set
+    MLflow's globals and write ``MLFLOW_*_URI`` into ``os.environ``: a test that talked to a
+    tracking server would otherwise hand that server to the next module's project (same xdist
+    worker), whose settings read the variable."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {key: os.environ.get(key) for key in keys}
+    yield
+    if all(os.environ.get(key) == value for key, value in saved.items()):
+        return
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
 
 
 @pytest.fixture(scope="session")

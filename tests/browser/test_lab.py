@@ -21,11 +21,12 @@ import pytest
 
 from tests.jupyter.captures import NOTEBOOK, TINY, TINY_MODEL
 from tests.jupyter.servers import LABEXTENSION, REPO, Server, jupyter, lab_extensions_dir, require
-from tests.served import CapturedProject
+from tests.served import Capture, CapturedProject
 
 pytestmark = pytest.mark.slow
 
-CAPTURE = TINY
+# its own project: the REST tests (same worker under --dist loadfile) promote and re-run TINY's
+CAPTURE = Capture(key="tiny-browser", run=TINY.run)
 HERE = Path(__file__).resolve().parent
 CHROMIUM = Path("/usr/bin/chromium")
 UNSCOPED = (
