@@ -49,39 +49,31 @@ def resolve(client: MlflowClient, name: str, alias: str | None, version: str | N
     Raises:
         ExportError: no such model, alias or version.
     """
-    import time
-
     from mlflow.exceptions import MlflowException
 
-    for attempt in range(4):
-        try:
-            if alias:
-                return client.get_model_version_by_alias(name, alias)
-            if version:
-                return client.get_model_version(name, version)
-            versions = client.search_model_versions(f"name = '{name}'")
-            break
-        except MlflowException as exc:
-            # A local SQLite store written by another process (a kernel ending its run) at the
-            # same moment: MLflow gives up after SQLite's 5 s busy wait; ask again, a few times.
-            if "database is locked" in str(exc) and attempt < 3:
-                time.sleep(1.0 + attempt)
-                continue
-            what = f"{name}@{alias}" if alias else f"{name}/{version}" if version else name
-            detail = (
-                ""
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST"
-                else f": {redact_text(str(exc).splitlines()[0][:200])}"
-            )
-            raise ExportError(
-                f"no registered model version {what} ({exc.error_code}{detail})",
-                hint=(
-                    f"set it with: nb2prod promote {name} VERSION (the first version registered from a "
-                    "notebook becomes @champion); register one with %nb2prod model"
-                    if alias
-                    else "see its versions in the MLflow UI; register one with %nb2prod model"
-                ),
-            ) from None
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        if version:
+            return client.get_model_version(name, version)
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        what = f"{name}@{alias}" if alias else f"{name}/{version}" if version else name
+        # not "no such version": say what the store said (a server away, a locked file)
+        detail = (
+            ""
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+            else f": {redact_text(str(exc).splitlines()[0][:200])}"
+        )
+        raise ExportError(
+            f"no registered model version {what} ({exc.error_code}{detail})",
+            hint=(
+                f"set it with: nb2prod promote {name} VERSION (the first version registered from a "
+                "notebook becomes @champion); register one with %nb2prod model"
+                if alias
+                else "see its versions in the MLflow UI; register one with %nb2prod model"
+            ),
+        ) from None
     if not versions:
         raise ExportError(
             f"no registered model named {name!r}", hint="register one with %nb2prod model EST --name NAME"

@@ -441,7 +441,7 @@ def _model_views(
     only_name: str | None = None,
 ) -> list[ModelView]:
     """Registered models (two store queries for all of them), newest version first."""
-    from nb2prod.tracking.registry import HISTORY_TAG
+    from nb2prod.tracking.registry import history_from_tags
 
     if only_name is not None:
         escaped = only_name.replace("'", "\\'")
@@ -473,29 +473,17 @@ def _model_views(
         by_version: dict[str, list[str]] = {}  # search_model_versions leaves aliases out
         for alias, version in aliases.items():
             by_version.setdefault(version, []).append(alias)
-        timeline = []
-        for key, value in (model.tags or {}).items():
-            if not key.startswith(HISTORY_TAG + "."):
-                continue
-            try:
-                event = json.loads(value)
-            except ValueError:
-                continue
-            timeline.append(
-                (
-                    int(event.get("seq", 0)),
-                    str(event.get("at", "")),
-                    AliasMove(
-                        alias=str(event.get("alias", "")),
-                        from_version=event.get("from_version"),
-                        to_version=event.get("to_version"),
-                        at=str(event.get("at", "")),
-                        reason=str(event.get("reason", "")),
-                        actor=str(event.get("actor", "")),
-                    ),
-                )
+        timeline = [
+            AliasMove(
+                alias=e.alias,
+                from_version=e.from_version,
+                to_version=e.to_version,
+                at=e.at,
+                reason=e.reason,
+                actor=e.actor,
             )
-        timeline.sort(key=lambda t: (t[0], t[1]))
+            for e in history_from_tags(model.tags)
+        ]
         bentos = _bentos(settings, model.name)
         carried_by: dict[str, list[str]] = {}
         for bento in bentos:
@@ -520,7 +508,7 @@ def _model_views(
                 name=model.name,
                 aliases=dict(sorted(aliases.items())),
                 versions=version_views,
-                timeline=[t[2] for t in timeline],
+                timeline=timeline,
                 bentos=bentos,
                 url=f"{ui}/#/models/{model.name}" if ui else None,
             )

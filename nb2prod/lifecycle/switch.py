@@ -424,7 +424,8 @@ def http_switches(location: str, *, timespec: str = "seconds") -> list[AliasEven
     ]
 
 
-def _when(event: AliasEvent) -> float:
+def event_time(event: AliasEvent) -> float:
+    """Unix seconds of an alias move or HTTP switch (0 when its time cannot be read)."""
     from datetime import UTC, datetime
 
     try:
@@ -463,4 +464,4 @@ def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
             f"{redact_text(str(exc))[:200]}",
             hint="check that the store is reachable",
         ) from None
-    return sorted([*moves, *switches], key=_when)
+    return sorted([*moves, *switches], key=event_time)

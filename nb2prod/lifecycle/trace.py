@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from nb2prod.config import Settings, load_settings
 from nb2prod.exceptions import LifecycleError, ModelIntegrityError
 from nb2prod.lifecycle.served import store_location
+from nb2prod.lifecycle.switch import event_time, http_switches, mlflow_client
 from nb2prod.serving.redact import redact_uri
 from nb2prod.tracking import names
 
@@ -167,14 +168,6 @@ def _fallbacks_near(location: str, version: str, ts: float) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def _when(event: AliasEvent) -> float:
-    try:
-        at = datetime.fromisoformat(event.at)
-    except ValueError:
-        return 0.0
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-
-
 def _state_at(events: list[AliasEvent], ts: float) -> tuple[dict[str, str | None], dict[str, Any]]:
     """(alias -> version, {active, canary}) after replaying the events up to ``ts``.
 
@@ -186,7 +179,7 @@ def _state_at(events: list[AliasEvent], ts: float) -> tuple[dict[str, str | None
     active: str | None = None
     canary: str | None = None
     for event in events:
-        if _when(event) > ts:
+        if event_time(event) > ts:
             break
         if event.alias.startswith("service:"):
             if event.alias == "service:canary":
@@ -563,7 +556,6 @@ def trace(name: str, request_id: str, *, settings: Settings | None = None) -> Tr
     """
     from mlflow.exceptions import MlflowException
 
-    from nb2prod.lifecycle.switch import http_switches, mlflow_client
     from nb2prod.tracking import client as tracking
     from nb2prod.tracking import registry
 
@@ -598,9 +590,9 @@ def trace(name: str, request_id: str, *, settings: Settings | None = None) -> Tr
             hint="trace it in the project whose registry served it (MLFLOW_TRACKING_URI)",
         ) from None
     try:
-        events = sorted([*events, *http_switches(location, timespec="microseconds")], key=_when)
+        events = sorted([*events, *http_switches(location, timespec="microseconds")], key=event_time)
     except Exception:  # the store's switches are extra detail: the registry's history stands alone
-        events = sorted(events, key=_when)
+        events = sorted(events, key=event_time)
     aliases, then = _state_at(events, float(ts))
     if row["source"] == BATCH:
         route = BATCH
@@ -648,7 +640,7 @@ def trace(name: str, request_id: str, *, settings: Settings | None = None) -> Tr
             "created": mv.creation_timestamp,
         },
         aliases=aliases,
-        history=[e for e in events if _when(e) <= float(ts)],
+        history=[e for e in events if event_time(e) <= float(ts)],
         run=run,
         links=links,
     )

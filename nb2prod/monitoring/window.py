@@ -195,8 +195,8 @@ def read_window(
     Raises:
         MonitorError: The store cannot be read.
     """
-    handle = Store(store, readonly=is_sqlite_file(store))
-    try:
+
+    def read(handle: Store) -> Window:
         rows = _fetch_sketches(handle, since, until)
         source = "sketches" if rows else "none"
         if not rows:
@@ -209,15 +209,9 @@ def read_window(
             _events(handle, since, until),
             _traffic(handle, since, until, source, next(iter(columns), None)),
         )
-    except MonitorError:
-        raise
-    except Exception as exc:
-        raise MonitorError(
-            f"cannot read the prediction store {store}: {type(exc).__name__}: {exc}",
-            hint="check the path or URL (NB2PROD_PREDICTION_STORE sets the store nb2prod monitor reads)",
-        ) from exc
-    finally:
-        handle.close()
+
+    result: Window = _read(store, read)
+    return result
 
 
 def _between(column: str, since: float | None, until: float) -> tuple[str, dict[str, Any]]:

@@ -33,15 +33,12 @@ def record_candidate(
     tags: dict[str, str],
     *,
     description: str | None = None,
-    first_champion: bool = False,
     model_id: str | None = None,
 ) -> None:
     """Remember, in the run, a model that is ready to be registered under ``name``."""
     data: dict[str, Any] = {"name": name, "model_uri": model_uri, "tags": tags}
     if description is not None:
         data["description"] = description
-    if first_champion:
-        data["first_champion"] = True
     if model_id is not None:
         data["model_id"] = model_id
     tracking.log_json(client, run_id, data, f"{CANDIDATES_DIR}/{name}.json")
@@ -141,7 +138,6 @@ def register_candidates(client: MlflowClient, run_id: str) -> dict[str, str]:
                 candidate["tags"],
                 description=candidate.get("description"),
                 model_id=candidate.get("model_id"),
-                first_champion=bool(candidate.get("first_champion")),
             ).version
         )
     return done
@@ -179,9 +175,14 @@ class AliasEvent:
 
 def alias_history(client: MlflowClient, name: str, alias: str | None = None) -> list[AliasEvent]:
     """Every recorded move of ``alias`` (all aliases when None) on model ``name``, oldest first."""
-    model = client.get_registered_model(name)
+    return history_from_tags(client.get_registered_model(name).tags, alias)
+
+
+def history_from_tags(tags: dict[str, str] | None, alias: str | None = None) -> list[AliasEvent]:
+    """The alias history kept in a registered model's ``tags`` (as :func:`alias_history`), for a
+    caller that already has the model (e.g. from ``search_registered_models``)."""
     events = []
-    for key, value in (model.tags or {}).items():
+    for key, value in (tags or {}).items():
         if not key.startswith(HISTORY_TAG + "."):
             continue
         try:
