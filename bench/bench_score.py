@@ -15,7 +15,7 @@ interleaved rounds (each variant once per round, each in its own process):
 
 * ``plain``: the same sklearn model (loaded from the same verified files), ``pandas.read_parquet``
   of the whole file, ``predict_proba``; no checks, no output, no logging;
-* ``nb2prod score``: contract check, output Parquet, every row logged (JSON rows + drift
+* ``nb2prod score``: contract check, output Parquet, every row logged (Parquet chunks + drift
   sketches) into a fresh SQLite prediction store;
 * ``nb2prod score --no-log``; with ``--pg``, ``nb2prod score`` logging into PostgreSQL (COPY).
 
@@ -27,7 +27,7 @@ row committed to the store; model loading excluded on both sides). Medians over 
 ``LocalCluster`` (127.0.0.1, one thread each), with and without logging, interleaved.
 
 ``--stages``: the stages of one process timed one after another on the same chunks, in
-one thread (no overlap): read, contract check, model, output, JSON encoding, sketches,
+one thread (no overlap): read, contract check, model, output, chunk encoding (Parquet), sketches,
 store insert. They say what each stage costs a row, and so what bounds the rows/s.
 """
 
@@ -84,7 +84,8 @@ import pyarrow.compute as pc
 from pathlib import Path
 from nb2prod.batch.model import from_registry
 from nb2prod.batch.source import open_source
-from nb2prod.batch.log import json_rows, _prediction_column, _sketch_values
+from nb2prod.batch import rows as batch_rows
+from nb2prod.batch.log import _sketch_values
 from nb2prod.batch.score import _Writer
 from nb2prod.config import load_settings
 from nb2prod.serving import contract, sketch
@@ -95,7 +96,7 @@ rules = contract.rules(loaded.manifest.schema, loaded.manifest.reference)
 sketchers = {c: sketch.Sketcher(p) for c, p in loaded.manifest.monitored_columns().items()}
 store = Store(sys.argv[3])
 out = _Writer(Path(sys.argv[4]))
-t = dict.fromkeys(["read", "check", "model", "output", "json", "sketch", "insert"], 0.0)
+t = dict.fromkeys(["read", "check", "model", "output", "encode", "sketch", "insert"], 0.0)
 rows = 0
 clock = time.perf_counter
 batches = open_source(Path(sys.argv[1])).parts[0].batches(int(sys.argv[5]))
@@ -120,14 +121,15 @@ while True:
     t["output"] += clock() - t0
     columns = {r.name: (checked.values[r.name], checked.null[r.name], r.kind) for r in rules}
     t0 = clock()
-    features = json_rows(columns); preds = json_rows({"prediction": _prediction_column(predictions)}); id_list = ids.to_pylist()
-    t["json"] += clock() - t0
+    chunk = batch_rows.chunk_row("b1", np.arange(rows, rows + n), columns, predictions,
+                                 {str(j): proba[:, j] for j in range(proba.shape[1])}, ts=time.time(), version="1")
+    t["encode"] += clock() - t0
     t0 = clock()
     for c, s in sketchers.items():
         s(predictions if c == "__prediction__" else _sketch_values(*columns[c][:2], columns[c][2]))
     t["sketch"] += clock() - t0
     t0 = clock()
-    store.insert_predictions(id_list, features, preds, ts=time.time(), monitor="batch", model_version="1")
+    batch_rows.write(store, chunk)
     t["insert"] += clock() - t0
     rows += n
 out.commit()

@@ -3,11 +3,12 @@
 The service's monitor writes each predicted row (``predictions``) and per-minute drift
 sketches per writer (``sketches``); ``nb2prod monitor`` sums the sketches of every writer
 and ``nb2prod feedback`` joins labels to rows by request id. A batch writes the same
-tables through the same store API and sketch code: rows with request id
-``<batch id>-<row>`` and ``monitor`` = ``batch``, sketches under its own writer id
-(``batch-<batch id>-<pid>``), refused rows as ``invalid`` events (reason and field).
+sketches through the same store API and sketch code (under its own writer id
+``batch-<batch id>-<pid>``) and its refused rows as ``invalid`` events (reason and field),
+but its rows as one ``batch_chunks`` row a chunk (:mod:`nb2prod.batch.rows`: the chunk's
+rows as Parquet, request ids ``<batch id>-<row>`` resolved by range), not one JSON row each.
 
-Rows are encoded to JSON column-wise in Arrow (no Python object per cell) and bulk-inserted
+Each chunk is sketched and encoded (numpy sort, Parquet: both release the GIL) and written
 by two background threads while the next chunk is scored (:class:`BatchLog`); at most two
 chunks wait in each, so memory stays bounded by the chunk size.
 """
@@ -15,7 +16,6 @@ chunks wait in each, so memory stays bounded by the chunk size.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import queue
 import threading
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from nb2prod.batch import rows as batch_rows
 from nb2prod.serving import sketch
 from nb2prod.serving.manifest import Manifest
 from nb2prod.serving.store import PREDICTION_COLUMN, SQL_UPSERT_SKETCH, Store
@@ -36,47 +37,11 @@ SOURCE = "batch"
 """The ``monitor`` value of a batch's rows in the ``predictions`` table."""
 
 
-def json_rows(columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]]) -> list[str]:
-    """Each row's features as a JSON object, built column-wise by Arrow.
-
-    Args:
-        columns: Column -> (values, null mask, kind); NaN and ±inf are written as null, as the
-            service's monitor writes them.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    pieces: list[Any] = []
-    for i, (name, (values, null, kind)) in enumerate(columns.items()):
-        pieces.append(("{" if i == 0 else ", ") + json.dumps(name) + ": ")
-        if kind in ("float", "int"):
-            numbers = pa.array(values)
-            text = pc.cast(numbers, pa.string())
-            missing = null | (~np.isfinite(values) if kind == "float" else np.zeros(len(values), dtype=bool))
-        elif kind == "bool":
-            text = pa.array(np.where(values.astype(bool), "true", "false"))
-            missing = null
-        else:
-            items = values.tolist()
-            encoded = {
-                v: json.dumps(v if isinstance(v, str | int | float | bool) else str(v))
-                for v in set(items)
-                if v is not None
-            }
-            text = pa.array([encoded.get(v, "null") if v is not None else "null" for v in items], pa.string())
-            missing = null
-        pieces.append(pc.if_else(pa.array(missing, pa.bool_()), "null", text) if missing.any() else text)
-    if not pieces:
-        return []
-    pieces.append("}")
-    return list(pc.binary_join_element_wise(*pieces, "").to_pylist())
-
-
 @dataclass
 class _Chunk:
     """One scored chunk waiting to be encoded and written."""
 
-    request_ids: Any  # Arrow string array (the output's request_id column)
+    rows: np.ndarray  # the rows' numbers (request ids <batch id>-<row>)
     columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]]
     predictions: np.ndarray
     now: float
@@ -90,10 +55,9 @@ _Work = _Chunk | list[dict[str, Any]] | None
 class BatchLog:
     """Writes one batch's rows, sketches and refusals into a prediction store, off the scoring thread.
 
-    Two threads form a pipeline beside the scoring thread: the encoder turns a chunk into JSON
-    text (Arrow kernels, which release the GIL) and folds it into the drift sketches (numpy);
-    the writer bulk-inserts it (:meth:`Store.insert_predictions`: one prepared statement on
-    SQLite, ``COPY`` on PostgreSQL) and upserts the sketches. Each queue holds at most two
+    Two threads form a pipeline beside the scoring thread: the encoder turns a chunk into its
+    ``batch_chunks`` row (a Parquet payload) and folds it into the drift sketches (numpy);
+    the writer inserts the row and upserts the sketches. Each queue holds at most two
     chunks, so memory is bounded by the chunk size whatever the input's size. A failed write
     is raised in the scoring thread at its next call, or by :meth:`close`.
 
@@ -126,25 +90,25 @@ class BatchLog:
 
     def log(
         self,
-        request_ids: Any,
+        rows: np.ndarray,
         columns: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
         predictions: np.ndarray,
         *,
         probabilities: Mapping[str, np.ndarray] | None = None,
         now: float | None = None,
     ) -> None:
-        """Queue scored rows: their request ids (Arrow strings), each feature's (values, null mask,
-        kind), the predictions and (classifiers) each class's probabilities, logged as the
-        service logs them (``{"prediction": ..., "probabilities": {"<class>": p}}``) for the
-        label-free quality estimate. The arrays must not be changed afterwards."""
+        """Queue scored rows: their numbers (ascending), each feature's (values, null mask, kind),
+        the predictions and (classifiers) each class's probabilities, read back as the service
+        logs them (``{"prediction": ..., "probabilities": {"<class>": p}}``) for the label-free
+        quality estimate. The arrays must not be changed afterwards."""
         if self.failure is not None:
             raise self.failure
-        if not len(request_ids):
+        if not len(rows):
             return
         self._encode_q.put(
-            _Chunk(request_ids, columns, predictions, time.time() if now is None else now, probabilities)
+            _Chunk(rows, columns, predictions, time.time() if now is None else now, probabilities)
         )
-        self.rows += len(request_ids)
+        self.rows += len(rows)
 
     def refused(self, reasons: Sequence[Mapping[str, str]], *, now: float | None = None) -> None:
         """Record refused rows as ``invalid`` events (reason and field), as the service does."""
@@ -185,22 +149,19 @@ class BatchLog:
                 self.failure = exc
 
     def _encode(self, chunk: _Chunk) -> Callable[[], None]:
-        ids = chunk.request_ids.to_pylist()
-        features = json_rows(chunk.columns)
-        predictions = json_rows({"prediction": _prediction_column(chunk.predictions)})
-        if chunk.probabilities:
-            no_null = np.zeros(len(chunk.predictions), dtype=bool)
-            proba = json_rows({label: (p, no_null, "float") for label, p in chunk.probabilities.items()})
-            predictions = [
-                f'{row[:-1]}, "probabilities": {p}}}' for row, p in zip(predictions, proba, strict=True)
-            ]
+        row = batch_rows.chunk_row(
+            self.batch_id,
+            chunk.rows,
+            chunk.columns,
+            chunk.predictions,
+            chunk.probabilities,
+            ts=chunk.now,
+            version=self.version,
+        )
         sketches = self._sketch(chunk)
-        now, version = chunk.now, self.version
 
         def write() -> None:
-            self.store.insert_predictions(
-                ids, features, predictions, ts=now, monitor=SOURCE, model_version=version
-            )
+            batch_rows.write(self.store, row)
             self.store.write(SQL_UPSERT_SKETCH, sketches)
 
         return write
@@ -248,15 +209,6 @@ class BatchLog:
                 work()
             except BaseException as exc:
                 self.failure = exc
-
-
-def _prediction_column(predictions: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Predictions as a (values, null mask, kind) column for :func:`json_rows`."""
-    values = np.asarray(predictions)
-    kind = {"b": "bool", "i": "int", "u": "int", "f": "float"}.get(values.dtype.kind, "string")
-    if kind == "string":
-        values = np.asarray(predictions, dtype=object)
-    return values, np.zeros(len(values), dtype=bool), kind
 
 
 def _sketch_values(values: np.ndarray, null: np.ndarray, kind: str) -> np.ndarray:

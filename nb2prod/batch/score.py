@@ -272,7 +272,9 @@ class Scorer:
                 if proba is not None and self.classes is not None
                 else None
             )
-            self.log.log(out[REQUEST_ID], columns, predictions, probabilities=probabilities)
+            self.log.log(
+                rows[good] if picked is not None else rows, columns, predictions, probabilities=probabilities
+            )
         return table, rejects, counts
 
     def _predict(self, frame: Any) -> tuple[np.ndarray, np.ndarray | None]:

@@ -9,6 +9,7 @@ re-run and on the challenger's version. Metric names and their direction come fr
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -157,12 +158,18 @@ def _holdout_from_run(client: MlflowClient, run_id: str) -> tuple[Any, str, str]
 def _holdout_from_feedback(location: str, manifest: Manifest) -> tuple[Any, str, str] | None:
     import pandas as pd
 
+    from nb2prod.batch import rows as batch_rows
     from nb2prod.serving.store import Store
 
-    rows = Store(location, readonly=True).query(
-        "SELECT p.features, f.label FROM predictions p JOIN feedback f ON f.request_id = p.request_id"
-    )
-    if not rows:
+    store = Store(location, readonly=True)
+    try:
+        rows = store.query(
+            "SELECT p.features, f.label FROM predictions p JOIN feedback f ON f.request_id = p.request_id"
+        )
+        batch = batch_rows.labelled(store, None, math.inf, with_features=True)
+    finally:
+        store.close()
+    if not rows and not batch:
         return None
     target = (manifest.target.name if manifest.target else None) or "label"
 
@@ -171,6 +178,7 @@ def _holdout_from_feedback(location: str, manifest: Manifest) -> tuple[Any, str,
         return native_label(value) if isinstance(value, str) else value
 
     records = [{**json.loads(features), target: label_of(label)} for features, label in rows]
+    records += [{**(r.features or {}), target: label_of(str(r.label))} for r in batch]
     return pd.DataFrame.from_records(records), target, f"labelled feedback ({len(records)} rows)"
 
 

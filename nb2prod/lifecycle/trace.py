@@ -141,13 +141,21 @@ def _logged_rows(location: str, request_id: str) -> list[tuple[Any, ...]]:
 
     if is_sqlite_file(location) and not store_path(location).is_file():
         return []
+    from nb2prod.batch import rows as batch_rows
+    from nb2prod.monitoring.window import BATCH
+
     store = Store(location, readonly=is_sqlite_file(location))
     try:
-        return store.query(
+        found = store.query(
             "SELECT ts, monitor, model_version, features, prediction FROM predictions "
             "WHERE request_id = :rid ORDER BY seq",
             {"rid": request_id},
         )
+        if not found:  # a batch row: in its chunk's payload
+            row = batch_rows.lookup(store, [request_id]).get(request_id)
+            if row is not None:
+                found = [(row.ts, BATCH, row.version, json.dumps(row.features), json.dumps(row.answer))]
+        return found
     finally:
         store.close()
 

@@ -258,6 +258,8 @@ def _sketch_rows(
 
 
 def _feedback_pairs(store: Store, since: float | None, until: float) -> list[LabelledPrediction]:
+    from nb2prod.batch import rows as batch_rows
+
     # feedback drives the join (CROSS JOIN fixes SQLite's loop order): labelled rows are few
     where, params = _between("p.ts", since, until)
     rows = store.query(
@@ -273,6 +275,10 @@ def _feedback_pairs(store: Store, since: float | None, until: float) -> list[Lab
             )
         except (ValueError, AttributeError):
             continue
+    for row in batch_rows.labelled(store, since, until):
+        label = _loads(row.label)
+        if label is not None:
+            out.append((row.ts, row.version, row.answer.get("prediction"), label))
     return out
 
 
@@ -331,6 +337,10 @@ def _traffic(
             params,
         ):
             add(monitor if monitor in (BATCH, SHADOW) else ONLINE, version, count)
+        from nb2prod.batch import rows as batch_rows
+
+        for version, count in batch_rows.traffic(store, since, until).items():
+            add(BATCH, version, count)
         return out
     if column is not None:
         start = None if since is None else int(since // BUCKET * BUCKET)
@@ -387,19 +397,19 @@ def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow
     where, params = _between("p.ts", since, until)
 
     def fetch(handle: Store) -> list[ScoredRow]:
+        out = _batch_scored(handle, since, until)
         # a service that logs no probabilities: one pass in SQL, no row fetched into Python
         probe = handle.query(
             f"SELECT 1 FROM predictions p WHERE {where} AND p.prediction LIKE '%\"probabilities\"%' LIMIT 1",
             params,
         )
         if not probe:
-            return []
+            return out
         rows = handle.query(
             "SELECT p.ts, p.model_version, p.prediction, f.label FROM predictions p "
             f"LEFT JOIN feedback f ON f.request_id = p.request_id WHERE {where} AND p.{_NOT_SHADOW}",
             params,
         )
-        out = []
         for ts, version, prediction, label in rows:
             if "probabilities" not in str(prediction):
                 continue
@@ -419,6 +429,33 @@ def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow
 
     rows: list[ScoredRow] = _read(store, fetch)
     return rows
+
+
+def _batch_scored(store: Store, since: float | None, until: float) -> list[ScoredRow]:
+    """The batch rows of ``[since, until)`` with class probabilities (chunk by chunk, answers only)."""
+    from nb2prod.batch import rows as batch_rows
+
+    out: list[ScoredRow] = []
+    labels: dict[str, dict[int, str]] = {}
+    for chunk, table in batch_rows.scan(store, since, until, answers_only=True):
+        if not any(n.startswith(batch_rows.PROBABILITY) for n in table.column_names):
+            continue
+        if chunk.batch_id not in labels:
+            labels[chunk.batch_id] = batch_rows.batch_labels(store, chunk.batch_id)
+        known = labels[chunk.batch_id]
+        numbers = table.column(batch_rows.ROW).to_pylist()
+        for row, answer in zip(numbers, batch_rows.answers(table), strict=True):
+            label = known.get(row)
+            out.append(
+                ScoredRow(
+                    chunk.ts,
+                    chunk.version,
+                    answer.get("prediction"),
+                    answer.get("probabilities"),
+                    None if label is None else _loads(label),
+                )
+            )
+    return out
 
 
 def read_shadow(store: str, since: float | None, until: float) -> list[ShadowRow]:

@@ -26,6 +26,10 @@ Tables:
     What the service refused or worked around: ``invalid`` (the guard's reason and
     field), ``fallback`` (the active model raised; the previous version answered),
     ``error``.
+``batch_chunks``
+    What ``nb2prod score`` logged: one row per scored chunk, its rows as Parquet
+    (``nb2prod/batch/rows.py``) with their span of row numbers (request ids
+    ``<batch id>-<row>``, resolved by range: :meth:`Store.batch_chunks_of`).
 ``control``
     The service's switches, read by every worker: ``active`` (model version) and
     ``canary`` (version and percent), each a JSON value with the time it was set.
@@ -40,13 +44,13 @@ nothing from nb2prod, and only the standard library unless a SQLAlchemy URL is u
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +86,10 @@ SQL_INSERT_PREDICTION = (
     "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction) "
     "VALUES (:request_id, :ts, :monitor, :model_version, :features, :prediction)"
 )
-PREDICTION_COLUMNS = ("request_id", "ts", "monitor", "model_version", "features", "prediction")
-_SQLITE_INSERT_PREDICTIONS = f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
-BULK_CACHE_KIB = 65_536  # SQLite page cache of a connection that bulk-inserts (a batch)
-BULK_ROWS = 16_384  # rows per transaction of a bulk insert into SQLite
-_PG_COPY_PREDICTIONS = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
+SQL_INSERT_BATCH_CHUNK = (
+    "INSERT INTO batch_chunks (batch_id, first_row, last_row, n_rows, ts, model_version, present, payload) "
+    "VALUES (:batch_id, :first_row, :last_row, :n_rows, :ts, :model_version, :present, :payload)"
+)
 SQL_UPSERT_SKETCH = (
     "INSERT INTO sketches (bucket, model_version, col, writer, n, counts) "
     "VALUES (:bucket, :model_version, :col, :writer, :n, :counts) "
@@ -173,7 +176,8 @@ def connect(
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
         try:
-            refuse_newer(read_version(_sqlite_execute(conn), "sqlite"), str(path), migrations[-1].version)
+            execute = _sqlite_execute(conn)
+            refuse_newer(execute, read_version(execute, "sqlite"), str(path), migrations[-1].version)
         except BaseException:
             conn.close()
             raise
@@ -195,7 +199,7 @@ def _migrate_sqlite(conn: sqlite3.Connection, location: str, migrations: Sequenc
     execute = _sqlite_execute(conn)
     version = read_version(execute, "sqlite")
     if version is not None and version >= migrations[-1].version:
-        refuse_newer(version, location, migrations[-1].version)
+        refuse_newer(execute, version, location, migrations[-1].version)
         return
     conn.execute("BEGIN IMMEDIATE")  # the write lock: a second opener waits here, then finds it current
     try:
@@ -310,7 +314,6 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._version_checked = False
-        self._bulk_cache = False
         if not self._sqlite:
             _engine(location)
 
@@ -327,8 +330,13 @@ class Store:
             engine = _engine(self.location)
             if not self._version_checked:  # once per handle: readers never migrate, but refuse newer
                 with engine.connect() as conn:
-                    version = read_version(_sa_execute(conn), "postgresql")
-                refuse_newer(version, redact_uri(self.location), self.migrations[-1].version)
+                    execute = _sa_execute(conn)
+                    refuse_newer(
+                        execute,
+                        read_version(execute, "postgresql"),
+                        redact_uri(self.location),
+                        self.migrations[-1].version,
+                    )
                 self._version_checked = True
             return engine
         return _ready_engine(self.location, self.migrations)
@@ -358,70 +366,6 @@ class Store:
         with self._sa_engine().begin() as conn:
             conn.execute(sa.text(sql), [dict(r) for r in rows])
 
-    def insert_predictions(
-        self,
-        request_ids: Sequence[str],
-        features: Sequence[str],
-        predictions: Sequence[str],
-        *,
-        ts: float,
-        monitor: str,
-        model_version: str | None,
-    ) -> int:
-        """Bulk-insert prediction rows sharing one time, monitor and model version.
-
-        The bulk path of a batch (millions of rows): SQLite runs one prepared statement over
-        positional tuples (no dict per row), in transactions of :data:`BULK_ROWS`; PostgreSQL
-        through psycopg streams them with ``COPY`` in one transaction. ``features`` and
-        ``predictions`` are JSON text, as the service writes them.
-
-        Returns:
-            The number of rows inserted.
-        """
-        n = len(request_ids)
-        if not n == len(features) == len(predictions):
-            raise ValueError(
-                f"{n} request ids, {len(features)} features and {len(predictions)} predictions: one each a row"
-            )
-        if not n:
-            return 0
-        rows = zip(
-            request_ids,
-            repeat(ts, n),
-            repeat(monitor, n),
-            repeat(model_version, n),
-            features,
-            predictions,
-            strict=True,
-        )
-        if self._sqlite:
-            # transactions of at most BULK_ROWS rows: the write lock is held well under a second,
-            # so the service's writer (and other batch workers) sharing the file get their turn
-            for _ in range(0, n, BULK_ROWS):
-                with self._lock:
-                    conn = self._connection()
-                    assert conn is not None
-                    if not self._bulk_cache:  # a bigger page cache: ~20% faster bulk inserts here
-                        conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-                        self._bulk_cache = True
-                    with conn:
-                        conn.executemany(_SQLITE_INSERT_PREDICTIONS, islice(rows, BULK_ROWS))
-            return n
-        with self._sa_engine().begin() as conn:
-            cursor = conn.connection.driver_connection.cursor()
-            if hasattr(cursor, "copy"):  # psycopg 3
-                with cursor.copy(_PG_COPY_PREDICTIONS) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:  # another driver named in the URL: plain executemany
-                import sqlalchemy as sa
-
-                conn.execute(
-                    sa.text(SQL_INSERT_PREDICTION),
-                    [dict(zip(PREDICTION_COLUMNS, r, strict=True)) for r in rows],
-                )
-        return n
-
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of a SELECT (an empty list when a read-only store has no tables yet)."""
         if self._sqlite:
@@ -450,7 +394,6 @@ class Store:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-                self._bulk_cache = False
 
     # -- convenience on top of write/query ------------------------------------------------
 
@@ -497,7 +440,8 @@ class Store:
         }
 
     def known_request_ids(self, request_ids: Sequence[str]) -> set[str]:
-        """The request ids among ``request_ids`` that have a logged prediction."""
+        """The request ids among ``request_ids`` that have a logged prediction (a service's row, or
+        a batch's row ``<batch id>-<row>`` in ``batch_chunks``)."""
         found: set[str] = set()
         for start in range(0, len(request_ids), 500):
             chunk = list(request_ids[start : start + 500])
@@ -509,4 +453,48 @@ class Store:
                     f"SELECT DISTINCT request_id FROM predictions WHERE request_id IN ({marks})", params
                 )
             )
+        found.update(self.batch_chunks_of([rid for rid in request_ids if rid not in found]))
         return found
+
+    def batch_chunks_of(self, request_ids: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """Request id -> (batch id, the chunk's first row, the row) of each id that is a logged batch row.
+
+        Reads the chunks' row spans and ``present`` bitmaps, never their payloads.
+        """
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for rid in request_ids:
+            parsed = split_batch_request_id(rid)
+            if parsed is not None:
+                wanted.setdefault(parsed[0], []).append((rid, parsed[1]))
+        out: dict[str, tuple[str, int, int]] = {}
+        for batch_id, items in wanted.items():
+            spans = self.query(
+                "SELECT first_row, last_row, present FROM batch_chunks WHERE batch_id = :b ORDER BY first_row",
+                {"b": batch_id},
+            )
+            starts = [int(r[0]) for r in spans]
+            for rid, row in items:
+                at = bisect.bisect_right(starts, row) - 1
+                if at < 0:
+                    continue
+                first, last, present = int(spans[at][0]), int(spans[at][1]), spans[at][2]
+                if row <= last and _present(present, row - first):
+                    out[rid] = (batch_id, first, row)
+        return out
+
+
+def split_batch_request_id(request_id: str) -> tuple[str, int] | None:
+    """(batch id, row) of a batch row's request id ``<batch id>-<row>``; None for any other id."""
+    head, sep, tail = str(request_id).rpartition("-")
+    if not sep or not head or not tail.isdigit() or not head.startswith("b"):
+        return None
+    return head, int(tail)
+
+
+def _present(bitmap: bytes | None, offset: int) -> bool:
+    """Whether row ``offset`` of a chunk's span was logged (``present``: numpy ``packbits``, big bit order)."""
+    if bitmap is None:
+        return True
+    bitmap = bytes(bitmap)
+    index = offset >> 3
+    return index < len(bitmap) and bool(bitmap[index] >> (7 - (offset & 7)) & 1)

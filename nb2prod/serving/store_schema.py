@@ -6,7 +6,11 @@ worker, ``nb2prod promote``, ``nb2prod feedback``) brings it to :data:`SCHEMA_VE
 inside one transaction that holds a lock other openers wait for: ``BEGIN IMMEDIATE`` on
 SQLite, ``pg_advisory_xact_lock`` on PostgreSQL (whose DDL is transactional, so a
 failed migration leaves the store as it was). The others then find the version current
-and go on. A store at a higher version than this code knows is refused, naming both.
+and go on. A store at a higher version than this code knows is refused, naming both, unless
+every migration above this code's version was additive (``oldest_reader`` at or below it:
+new tables older code never reads, such as ``batch_chunks``), so a running service exported
+before an upgrade keeps working beside newer tools. Version 1 code predates that rule and
+refuses any newer store.
 
 A store from before versioning has version 1's tables and no ``nb2prod_schema``:
 version 1's statements are all ``IF NOT EXISTS``, so they find those tables, and the
@@ -88,6 +92,28 @@ _EXISTS = {
 }
 
 
+# A batch's scored rows, one row a chunk: the chunk's rows as Parquet (``nb2prod/batch/rows.py``
+# owns the payload's columns), its rows' numbers ``first_row..last_row`` (request ids
+# ``<batch id>-<row>``), the time, model version and row count. Rejected rows leave gaps:
+# ``present`` is then the bitmap (numpy ``packbits``) of the logged rows over the span, NULL
+# when every row of it was logged. A batch of millions of rows is a few hundred rows here.
+_V2 = """
+ALTER TABLE nb2prod_schema ADD COLUMN oldest_reader INTEGER;
+CREATE TABLE batch_chunks (
+    batch_id VARCHAR(64) NOT NULL,
+    first_row BIGINT NOT NULL,
+    last_row BIGINT NOT NULL,
+    n_rows BIGINT NOT NULL,
+    ts {real} NOT NULL,
+    model_version VARCHAR(64),
+    present {blob},
+    payload {blob} NOT NULL,
+    PRIMARY KEY (batch_id, first_row)
+);
+CREATE INDEX batch_chunks_ts ON batch_chunks (ts)
+"""
+
+
 class PredictionStoreError(Exception):
     """The prediction store cannot be used as configured: the message says why, ``hint`` the fix."""
 
@@ -105,11 +131,17 @@ class Execute(Protocol):
 
 @dataclass(frozen=True)
 class Migration:
-    """One step of the store's tables: ``statements(dialect)`` take version ``version - 1`` to ``version``."""
+    """One step of the store's tables: ``statements(dialect)`` take version ``version - 1`` to ``version``.
+
+    ``oldest_reader``: the oldest schema version whose code can still use a store after this
+    step (an additive step, new tables older code never touches: an older version; None: this
+    version, older code is refused).
+    """
 
     version: int
     description: str
     statements: Callable[[str], Sequence[str]]
+    oldest_reader: int | None = None
 
 
 def _statements(text: str) -> Callable[[str], list[str]]:
@@ -121,13 +153,9 @@ def _statements(text: str) -> Callable[[str], list[str]]:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions, sketches, feedback, events, control", _statements(_V1)),
+    Migration(2, "batch_chunks: a batch's scored rows as Parquet, one row a chunk", _statements(_V2), 1),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
-
-
-def ddl(dialect: str) -> list[str]:
-    """Every statement of every migration: the tables a new store gets (for readers and tests)."""
-    return [s for m in MIGRATIONS for s in m.statements(dialect)]
 
 
 def read_version(execute: Execute, dialect: str) -> int | None:
@@ -139,9 +167,18 @@ def read_version(execute: Execute, dialect: str) -> int | None:
     return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
-def refuse_newer(version: int | None, location: str, known: int = SCHEMA_VERSION) -> None:
-    """Raise :class:`PredictionStoreError` when the store was migrated by newer code than this."""
-    if version is not None and version > known:
+def refuse_newer(execute: Execute, version: int | None, location: str, known: int = SCHEMA_VERSION) -> None:
+    """Raise :class:`PredictionStoreError` when the store was migrated by newer code than this,
+    and some step above ``known`` was not additive (its ``oldest_reader`` is above ``known``)."""
+    if version is None or version <= known:
+        return
+    # a store above version 1 has the oldest_reader column (version 2 added it)
+    rows = execute(
+        f"SELECT MAX(COALESCE(oldest_reader, version)) FROM {SCHEMA_TABLE} WHERE version > :known",
+        {"known": known},
+    )
+    needed = version if not rows or rows[0][0] is None else int(rows[0][0])
+    if needed > known:
         raise PredictionStoreError(
             f"the prediction store {location} is at schema version {version}, newer than this "
             f"nb2prod's version {known}",
@@ -164,22 +201,30 @@ def migrate(
     execute(_VERSION_DDL.format(**_TYPES[dialect]))
     current = read_version(execute, dialect)
     known = migrations[-1].version
-    refuse_newer(current, location, known)
+    refuse_newer(execute, current, location, known)
     applied = []
     for migration in migrations:
         if current is not None and migration.version <= current:
             continue
         for statement in migration.statements(dialect):
             execute(statement)
-        execute(
-            f"INSERT INTO {SCHEMA_TABLE} (version, description, applied_at) "
-            "VALUES (:version, :description, :applied_at)",
-            {
-                "version": migration.version,
-                "description": migration.description[:200],
-                "applied_at": time.time(),
-            },
-        )
+        row = {
+            "version": migration.version,
+            "description": migration.description[:200],
+            "applied_at": time.time(),
+        }
+        if migration.version == 1:  # version 1's table has no oldest_reader yet
+            execute(
+                f"INSERT INTO {SCHEMA_TABLE} (version, description, applied_at) "
+                "VALUES (:version, :description, :applied_at)",
+                row,
+            )
+        else:
+            execute(
+                f"INSERT INTO {SCHEMA_TABLE} (version, description, applied_at, oldest_reader) "
+                "VALUES (:version, :description, :applied_at, :oldest_reader)",
+                {**row, "oldest_reader": migration.oldest_reader},
+            )
         applied.append(migration.version)
     return applied
 

@@ -51,6 +51,18 @@ def _rows(store: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
+def _logged(store: Path, request_ids: list[str]) -> dict[str, Any]:
+    """The batch rows of ``request_ids`` as the store gives them back (``batch/rows.py``)."""
+    from nb2prod.batch import rows as batch_rows
+    from nb2prod.serving.store import Store
+
+    handle = Store(str(store), readonly=True)
+    try:
+        return batch_rows.lookup(handle, request_ids)
+    finally:
+        handle.close()
+
+
 def test_scores_equal_the_registered_model_and_are_logged_as_batch(
     captured_project: CapturedProject, tmp_path: Path, store: Path
 ) -> None:
@@ -70,20 +82,23 @@ def test_scores_equal_the_registered_model_and_are_logged_as_batch(
     assert out["row_id"].tolist() == list(range(n))
     assert set(out["model_version"]) == {result.version} and result.version == "1"
     assert out["request_id"].tolist() == [f"{result.batch_id}-{i}" for i in range(n)]
-    # every row in the prediction store as source "batch", with the service's JSON
-    logged = _rows(store, "SELECT request_id, monitor, model_version, features, prediction FROM predictions")
-    assert len(logged) == n
-    assert {r[1] for r in logged} == {"batch"} and {r[2] for r in logged} == {"1"}
-    first = dict((r[0], r) for r in logged)[f"{result.batch_id}-0"]
-    logged_answer = json.loads(first[4])
-    assert logged_answer["prediction"] == exp["prediction"][0]
+    # every row in the prediction store as a batch row, read back in the service's shape
+    assert _rows(store, "SELECT COUNT(*) FROM predictions") == [(0,)]
+    assert _rows(store, "SELECT batch_id, SUM(n_rows), MIN(first_row), MAX(last_row) FROM batch_chunks") == [
+        (result.batch_id, n, 0, n - 1)
+    ]
+    logged = _logged(store, out["request_id"].tolist())
+    assert sorted(logged) == sorted(out["request_id"]) and {r.version for r in logged.values()} == {"1"}
+    assert [logged[rid].answer["prediction"] for rid in out["request_id"]] == exp["prediction"]
+    first = logged[f"{result.batch_id}-0"]
+    logged_answer = first.answer
     # class probabilities as the service logs them (the label-free quality estimate reads them)
     assert set(logged_answer["probabilities"]) == {str(c) for c in classes}
     np.testing.assert_allclose(
         [logged_answer["probabilities"][str(c)] for c in classes], exp["proba"][0], rtol=1e-12, atol=1e-12
     )
-    features = json.loads(first[3])
-    assert (
+    features = first.features
+    assert features is not None and (
         features["site"] == exp["rows"][0]["site"]
         and features["mean radius"] == exp["rows"][0]["mean radius"]
     )
@@ -236,7 +251,12 @@ def test_cli_scores_from_the_newest_bento_and_exits_1_on_rejects(
     assert "refused 1 rows (unseen_category 1)" in proc.stdout
     assert len(pq.read_table(tmp_path / "out.parquet")) == 19
     assert pd.read_csv(tmp_path / "r.csv")["nb2prod_reason"].tolist() == ["unseen_category"]
-    assert _rows(store, "SELECT COUNT(*) FROM predictions") == [(19,)]
+    assert _rows(store, "SELECT SUM(n_rows) FROM batch_chunks") == [(19,)]
+    # the refused row is no logged row; the others are, each under its own number
+    scored = pq.read_table(tmp_path / "out.parquet").column("request_id").to_pylist()
+    refused = int(pd.read_csv(tmp_path / "r.csv")["nb2prod_row"][0])
+    batch = scored[0].rpartition("-")[0]
+    assert sorted(_logged(store, [*scored, f"{batch}-{refused}"])) == sorted(scored)
 
 
 def test_interrupted_run_leaves_no_output(
@@ -297,6 +317,6 @@ def test_parts_on_a_dask_local_cluster_carry_the_model_once_per_worker(
     out = pq.read_table(tmp_path / "out").to_pandas().sort_values("row_id")
     assert out["prediction"].tolist() == exp["prediction"]
     assert out["row_id"].tolist() == list(range(len(frame)))
-    logged = _rows(store, "SELECT COUNT(DISTINCT request_id) FROM predictions WHERE monitor = 'batch'")
-    assert logged == [(len(frame),)]
+    assert _rows(store, "SELECT SUM(n_rows), COUNT(*) FROM batch_chunks") == [(len(frame), 3)]
+    assert sorted(_logged(store, out["request_id"].tolist())) == sorted(out["request_id"])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

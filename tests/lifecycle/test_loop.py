@@ -13,6 +13,7 @@ token) are the shared fixtures of tests/served.py.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -359,15 +360,24 @@ def test_the_bento_carries_each_versions_calibration_and_batch_rows_are_their_ow
 
 
 def _store_rows(loop: CapturedProject) -> list[tuple[str, float, str, str]]:
+    """(request id, time, source, version) of every logged row: the service's, and the batch's
+    rows in their chunks (ids ``<batch id>-<row>``)."""
+    from nb2prod.batch import rows as batch_rows
     from nb2prod.lifecycle import store_location
     from nb2prod.serving.store import Store
 
     store = Store(store_location(loop.settings, MODEL), readonly=True)
     try:
-        return [
+        online = [
             (str(r), float(t), str(m), str(v))
             for r, t, m, v in store.query("SELECT request_id, ts, monitor, model_version FROM predictions")
         ]
+        batch = [
+            (f"{chunk.batch_id}-{row}", chunk.ts, "batch", chunk.version)
+            for chunk, table in batch_rows.scan(store, None, math.inf, answers_only=True)
+            for row in table.column(batch_rows.ROW).to_pylist()
+        ]
+        return online + batch
     finally:
         store.close()
 

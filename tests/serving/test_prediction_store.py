@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.monitoring.stores import T0, breast_cancer, held_out_store
@@ -79,28 +80,63 @@ def test_the_monitor_report_reads_the_same_from_both_backends(
         assert pg.features[feature].psi == pytest.approx(lite.features[feature].psi, rel=1e-12)
 
 
-def test_bulk_inserted_predictions_read_like_the_services_rows(location: str) -> None:
-    """A batch's bulk path (one prepared statement on SQLite, COPY on PostgreSQL) stores the same
-    rows as the service's writer: text with quotes, tabs, backslashes and newlines intact."""
-    from nb2prod.serving.store import BULK_ROWS, Store
+def test_batch_chunks_read_back_like_the_services_rows(location: str) -> None:
+    """A batch's chunks (Parquet payloads, rows resolved by range) give back each row as the
+    service logs one: features with text intact (quotes, tabs, newlines), nulls where the input
+    was null or not finite, the answer with its probabilities; rejected rows (gaps) are not
+    known ids, and feedback joins by request id."""
+    from nb2prod.batch import rows as batch_rows
+    from nb2prod.serving.store import Store
 
     store = Store(location)
-    total = BULK_ROWS + 10  # more than one SQLite transaction
-    ids = [f"b1-{i}" for i in range(total)]
-    features = [json.dumps({"x": i, "note": 'a\tb\\c\n"q"'}) for i in range(total)]
-    predictions = [json.dumps({"prediction": f"class {i % 3}"}) for i in range(total)]
-    n = store.insert_predictions(ids, features, predictions, ts=5.0, monitor="batch", model_version="2")
-    assert (
-        n == total and store.insert_predictions([], [], [], ts=5.0, monitor="batch", model_version="2") == 0
+    x = np.array([0.5, np.nan, np.inf, 4.0, 5.0])
+    note = np.array(['a\tb\\c\n"q"', "plain", None, "x", "y"], dtype=object)
+    columns = {
+        "x": (x, np.zeros(5, dtype=bool), "float"),
+        "n": (np.arange(5), np.array([False, False, False, True, False]), "int"),
+        "note": (note, np.array([False, False, True, False, False]), "string"),
+    }
+    predictions = np.array(["yes", "no", "yes", "no", "yes"], dtype=object)
+    proba = {"no": np.array([0.1, 0.8, 0.3, 0.6, 0.2]), "yes": np.array([0.9, 0.2, 0.7, 0.4, 0.8])}
+    # rows 0..4 of the input, with 2 and 6 refused: chunk one holds 0, 1, 3; chunk two 4, 5, 7
+    first = batch_rows.chunk_row(
+        "b1",
+        np.array([0, 1, 3]),
+        {k: (v[:3], m[:3], t) for k, (v, m, t) in columns.items()},
+        predictions[:3],
+        {k: v[:3] for k, v in proba.items()},
+        ts=5.0,
+        version="2",
     )
-    rows = store.query("SELECT request_id, ts, monitor, model_version, features, prediction FROM predictions")
-    assert sorted(rows, key=lambda r: int(r[0][3:])) == [
-        (i, 5.0, "batch", "2", f, p) for i, f, p in zip(ids, features, predictions, strict=True)
+    second = batch_rows.chunk_row(
+        "b1",
+        np.array([4, 5, 7]),
+        {k: (v[2:], m[2:], t) for k, (v, m, t) in columns.items()},
+        predictions[2:],
+        {k: v[2:] for k, v in proba.items()},
+        ts=6.0,
+        version="2",
+    )
+    assert first["present"] is not None and (first["first_row"], first["last_row"]) == (0, 3)
+    batch_rows.write(store, first)
+    batch_rows.write(store, second)
+    ids = ["b1-0", "b1-1", "b1-2", "b1-3", "b1-4", "b1-5", "b1-6", "b1-7", "b1-8", "b2-0", "r-1", "b1-x"]
+    assert store.known_request_ids(ids) == {"b1-0", "b1-1", "b1-3", "b1-4", "b1-5", "b1-7"}
+    store.add_feedback([("b1-1", "no"), ("b1-7", "yes"), ("b1-70", "no")], source="test")
+    got = batch_rows.lookup(store, ids)
+    assert sorted(got) == ["b1-0", "b1-1", "b1-3", "b1-4", "b1-5", "b1-7"]
+    assert got["b1-0"].features == {"x": 0.5, "n": 0, "note": 'a\tb\\c\n"q"'}
+    assert got["b1-1"].features == {"x": None, "n": 1, "note": "plain"}  # NaN logged as null
+    assert got["b1-3"].features == {"x": None, "n": 2, "note": None}  # inf as null, null as null
+    assert got["b1-1"].answer == {"prediction": "no", "probabilities": {"no": 0.8, "yes": 0.2}}
+    assert (got["b1-1"].label, got["b1-0"].label, got["b1-7"].ts) == ('"no"', None, 6.0)
+    labelled = batch_rows.labelled(store, None, 10.0, with_features=True)
+    assert sorted((r.request_id, r.label, r.answer["prediction"]) for r in labelled) == [
+        ("b1-1", '"no"', "no"),
+        ("b1-7", '"yes"', "yes"),
     ]
-    assert json.loads(rows[0][4])["note"] == 'a\tb\\c\n"q"'
-    with pytest.raises(ValueError, match="1 request ids, 2 features"):
-        store.insert_predictions(["x"], ["{}", "{}"], ["{}"], ts=1.0, monitor="batch", model_version="2")
-    assert store.known_request_ids(["b1-0", f"b1-{total - 1}", "x"]) == {"b1-0", f"b1-{total - 1}"}
+    assert batch_rows.labelled(store, 5.5, 10.0)[0].request_id == "b1-7"  # the window holds chunk two
+    assert batch_rows.traffic(store, None, 10.0) == {"2": 6}
     store.close()
 
 
@@ -171,7 +207,7 @@ def test_in_a_container_the_store_lives_under_the_bentoml_home(
     assert prediction_store("Churn") == str(home.resolve() / "serving" / "Churn" / "predictions.db")
     assert serving_dir() == home.resolve() / "serving"
     store = Store(prediction_store("Churn"))
-    store.insert_predictions(["r1"], ["{}"], ["{}"], ts=1.0, monitor="m", model_version="1")
+    store.add_events([{"kind": "invalid", "ts": 1.0, "reason": "r", "field": "f"}])
     store.close()
     assert [p.name for p in (tmp_path / "home").iterdir()] == ["bentoml"]  # nothing beside the home
     monkeypatch.setenv("BENTOML_CONTAINERIZED", "false")  # outside a container: beside the home, as before

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from nb2prod.serving.store_schema import MIGRATIONS, SCHEMA_TABLE, SCHEMA_VERSION, ddl
+from nb2prod.serving.store_schema import MIGRATIONS, SCHEMA_TABLE, SCHEMA_VERSION
 
 # A second schema step for the tests. Its table is created without IF NOT EXISTS and it
 # counts its runs, so running it twice fails or shows; its slow statement holds the
@@ -69,11 +69,11 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_store_from_before_versioning_opens_and_is_stamped(location: str) -> None:
     from nb2prod.serving.store import Store
 
-    # today's layout as the code before versioning wrote it: the tables, no version table
+    # version 1's layout as the code before versioning wrote it: the tables, no version table
     raw_execute(
         location,
         [
-            *ddl(dialect(location)),
+            *MIGRATIONS[0].statements(dialect(location)),
             "INSERT INTO predictions (request_id, ts, monitor, model_version, features, prediction) "
             "VALUES ('old-1', 1.0, 'm', '1', '{}', '{\"prediction\": 1}')",
             "INSERT INTO control (name, value, updated_at) VALUES ('active', '\"1\"', 5.0)",
@@ -127,6 +127,44 @@ def test_a_newer_store_is_refused_naming_both_versions(location: str) -> None:
         assert "upgrade nb2prod" in line
         if dialect(location) == "postgresql":  # the URL is named without its password
             assert ":***@" in line and location.split(":")[2].split("@")[0] not in line
+
+
+def test_a_newer_store_whose_new_steps_are_additive_still_opens(location: str) -> None:
+    """A step that only adds what older code never reads (``oldest_reader`` at or below its
+    version) leaves the store usable by older code: a service exported before an upgrade
+    keeps working beside newer tools."""
+    from nb2prod.serving.store import Store
+
+    current = Store(location)
+    assert current.schema_version() == SCHEMA_VERSION  # created and migrated
+    current.close()
+    newer = SCHEMA_VERSION + 1
+    raw_execute(
+        location,
+        [
+            f"INSERT INTO {SCHEMA_TABLE} (version, description, applied_at, oldest_reader) "
+            f"VALUES ({newer}, 'future, additive', 0, {SCHEMA_VERSION})"
+        ],
+    )
+    for readonly in (False, True):
+        store = Store(location, readonly=readonly)
+        assert store.control() == {} and store.schema_version() == newer
+        store.close()
+    raw_execute(
+        location,
+        [
+            f"INSERT INTO {SCHEMA_TABLE} (version, description, applied_at, oldest_reader) "
+            f"VALUES ({newer + 1}, 'future, breaking', 0, {newer + 1})"
+        ],
+    )
+    store = Store(location, readonly=True)
+    try:
+        store.control()
+        raise AssertionError("a store with a breaking newer step opened")
+    except Exception as exc:
+        assert f"schema version {newer + 1}" in str(exc)
+    finally:
+        store.close()
 
 
 def test_an_older_store_is_migrated_forward_once(location: str) -> None:
