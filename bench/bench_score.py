@@ -15,7 +15,7 @@ interleaved rounds (each variant once per round, each in its own process):
 
 * ``plain``: the same sklearn model (loaded from the same verified files), ``pandas.read_parquet``
   of the whole file, ``predict_proba``; no checks, no output, no logging;
-* ``nb2prod score``: contract check, output Parquet, every row logged (Parquet chunks + drift
+* ``nb2prod score``: contract check, output Parquet, every row logged (Arrow IPC chunks + drift
   sketches) into a fresh SQLite prediction store;
 * ``nb2prod score --no-log``; with ``--pg``, ``nb2prod score`` logging into PostgreSQL (COPY).
 
@@ -27,7 +27,7 @@ row committed to the store; model loading excluded on both sides). Medians over 
 ``LocalCluster`` (127.0.0.1, one thread each), with and without logging, interleaved.
 
 ``--stages``: the stages of one process timed one after another on the same chunks, in
-one thread (no overlap): read, contract check, model, output, chunk encoding (Parquet), sketches,
+one thread (no overlap): read, contract check, model, output, chunk encoding (Arrow IPC, zstd), sketches,
 store insert. They say what each stage costs a row, and so what bounds the rows/s.
 """
 

@@ -6,10 +6,11 @@ and ``nb2prod feedback`` joins labels to rows by request id. A batch writes the 
 sketches through the same store API and sketch code (under its own writer id
 ``batch-<batch id>-<pid>``) and its refused rows as ``invalid`` events (reason and field),
 but its rows as one ``batch_chunks`` row a chunk (:mod:`nb2prod.batch.rows`: the chunk's
-rows as Parquet, request ids ``<batch id>-<row>`` resolved by range), not one JSON row each.
+rows as one Arrow IPC payload, request ids ``<batch id>-<row>`` resolved by range), not one
+JSON row each.
 
-Each chunk is sketched and encoded (numpy sort, Parquet: both release the GIL) and written
-by two background threads while the next chunk is scored (:class:`BatchLog`); at most two
+Each chunk is sketched and encoded (numpy sort, Arrow IPC with zstd: both release the GIL)
+and written by two background threads while the next chunk is scored (:class:`BatchLog`); at most two
 chunks wait in each, so memory stays bounded by the chunk size.
 """
 
@@ -56,7 +57,7 @@ class BatchLog:
     """Writes one batch's rows, sketches and refusals into a prediction store, off the scoring thread.
 
     Two threads form a pipeline beside the scoring thread: the encoder turns a chunk into its
-    ``batch_chunks`` row (a Parquet payload) and folds it into the drift sketches (numpy);
+    ``batch_chunks`` row (an Arrow IPC payload) and folds it into the drift sketches (numpy);
     the writer inserts the row and upserts the sketches. Each queue holds at most two
     chunks, so memory is bounded by the chunk size whatever the input's size. A failed write
     is raised in the scoring thread at its next call, or by :meth:`close`.

@@ -147,9 +147,16 @@ class _Writer:
 
                 self._writer = pcsv.CSVWriter(str(self.tmp), table.schema)
             else:
+                import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(str(self.tmp), table.schema)
+                # dictionaries pay on repeated text (ids, the version); on floats they cost time
+                texts = [
+                    f.name
+                    for f in table.schema
+                    if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)
+                ]
+                self._writer = pq.ParquetWriter(str(self.tmp), table.schema, use_dictionary=texts)
         elif table.schema != self.schema:
             table = table.cast(self.schema)
         self._writer.write_table(table)

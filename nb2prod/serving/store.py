@@ -27,7 +27,7 @@ Tables:
     field), ``fallback`` (the active model raised; the previous version answered),
     ``error``.
 ``batch_chunks``
-    What ``nb2prod score`` logged: one row per scored chunk, its rows as Parquet
+    What ``nb2prod score`` logged: one row per scored chunk, its rows as an Arrow IPC stream
     (``nb2prod/batch/rows.py``) with their span of row numbers (request ids
     ``<batch id>-<row>``, resolved by range: :meth:`Store.batch_chunks_of`).
 ``control``

@@ -92,7 +92,7 @@ _EXISTS = {
 }
 
 
-# A batch's scored rows, one row a chunk: the chunk's rows as Parquet (``nb2prod/batch/rows.py``
+# A batch's scored rows, one row a chunk: the chunk's rows as an Arrow IPC stream (``nb2prod/batch/rows.py``
 # owns the payload's columns), its rows' numbers ``first_row..last_row`` (request ids
 # ``<batch id>-<row>``), the time, model version and row count. Rejected rows leave gaps:
 # ``present`` is then the bitmap (numpy ``packbits``) of the logged rows over the span, NULL
@@ -153,7 +153,7 @@ def _statements(text: str) -> Callable[[str], list[str]]:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions, sketches, feedback, events, control", _statements(_V1)),
-    Migration(2, "batch_chunks: a batch's scored rows as Parquet, one row a chunk", _statements(_V2), 1),
+    Migration(2, "batch_chunks: a batch's scored rows as Arrow IPC, one row a chunk", _statements(_V2), 1),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
