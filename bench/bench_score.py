@@ -24,7 +24,9 @@ alone (plain: read + predict; nb2prod: from the first chunk to the renamed outpu
 row committed to the store; model loading excluded on both sides). Medians over the rounds.
 
 ``--cluster``: the input as 10 Parquet parts, scored by one process and by a 2-worker
-``LocalCluster`` (127.0.0.1, one thread each), with and without logging, interleaved.
+``LocalCluster`` (127.0.0.1, one thread each), with and without logging, interleaved; once
+with Dask's worker environment as it is, once with ``MALLOC_MMAP_THRESHOLD_`` = 32 MiB in
+``distributed.nanny.pre-spawn-environ`` (README: "Batch scoring on Dask").
 
 ``--stages``: the stages of one process timed one after another on the same chunks, in
 one thread (no overlap): read, contract check, model, output, chunk encoding (Arrow IPC, zstd), sketches,
@@ -52,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _machine  # bench/ is on sys.path when a benchmark runs as a script
 
 MODEL = "breast-cancer"
+MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 ROW_GROUP = 100_000
 
 PLAIN = r"""
@@ -335,34 +338,47 @@ def _cluster(
         shutil.rmtree(path, ignore_errors=True)
         return str(path)
 
+    import dask
+
     results: dict[str, list[float]] = {}
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
-        time.sleep(1)
-        for r in range(rounds):
-            for log in (False, True):
-                suffix = "SQLite log" if log else "--no-log"
-                for where, scheduler in (
-                    ("1 process", ""),
-                    ("2-worker LocalCluster", cluster.scheduler_address),
-                ):
-                    store = _fresh(root / "c.db") if log else "-"
-                    out = out_dir() if scheduler else str(root / "out-one.parquet")
-                    result, _ = _run(
-                        NB2PROD, [str(parts), MODEL, out, str(chunk_rows), scheduler, store], env, home
-                    )
-                    key = f"{where}, {suffix}"
-                    results.setdefault(key, []).append(_speed(result))
-                    print(f"  round {r + 1} {rows:,} {key}: {_speed(result):,.0f} rows/s", flush=True)
-    print(f"\n{rows:,} rows in {len(list(parts.iterdir()))} parts, {rounds} rounds")
+    clusters: tuple[tuple[str, dict[str, str]], ...] = (
+        ("LocalCluster", {}),
+        ("LocalCluster, mmap 32 MiB", {MMAP_ENV: str(32 << 20)}),
+    )
+    for label, environ in clusters:
+        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
+        # adaptive mmap threshold: every chunk-sized numpy array is then mmap'd and unmapped anew.
+        with (
+            dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}),
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+        ):
+            time.sleep(1)
+            for r in range(rounds):
+                for log in (False, True):
+                    suffix = "SQLite log" if log else "--no-log"
+                    for where, scheduler in (
+                        ("1 process", ""),
+                        (f"2-worker {label}", cluster.scheduler_address),
+                    ):
+                        store = _fresh(root / "c.db") if log else "-"
+                        out = out_dir() if scheduler else str(root / "out-one.parquet")
+                        result, _ = _run(
+                            NB2PROD, [str(parts), MODEL, out, str(chunk_rows), scheduler, store], env, home
+                        )
+                        key = f"{where}, {suffix}"
+                        results.setdefault(key, []).append(_speed(result))
+                        print(f"  round {r + 1} {rows:,} {key}: {_speed(result):,.0f} rows/s", flush=True)
+    print(f"\n{rows:,} rows in {len(list(parts.iterdir()))} parts, {rounds} rounds a cluster")
     print("| what | rows/s (median) | 2 workers / 1 process |")
     print("| --- | --- | --- |")
     for suffix in ("--no-log", "SQLite log"):
         one = statistics.median(results[f"1 process, {suffix}"])
-        two = statistics.median(results[f"2-worker LocalCluster, {suffix}"])
         print(f"| 1 process, {suffix} | {one:,.0f} | |")
-        print(f"| 2-worker LocalCluster, {suffix} | {two:,.0f} | {two / one:.2f}x |")
+        for label, _ in clusters:
+            two = statistics.median(results[f"2-worker {label}, {suffix}"])
+            print(f"| 2-worker {label}, {suffix} | {two:,.0f} | {two / one:.2f}x |")
     shutil.rmtree(parts)
 
 

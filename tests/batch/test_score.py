@@ -320,3 +320,32 @@ def test_parts_on_a_dask_local_cluster_carry_the_model_once_per_worker(
     assert _rows(store, "SELECT SUM(n_rows), COUNT(*) FROM batch_chunks") == [(len(frame), 3)]
     assert sorted(_logged(store, out["request_id"].tolist())) == sorted(out["request_id"])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_feedback_joins_batch_rows_into_live_quality_and_the_estimate(
+    captured_project: CapturedProject, tmp_path: Path, store: Path
+) -> None:
+    """Labels for a batch's request ids (from ``nb2prod feedback``'s file import) match logged
+    rows, and ``nb2prod monitor`` computes live quality from them and the label-free estimate
+    from the logged probabilities, as for the service's rows."""
+    from nb2prod.batch import score
+    from nb2prod.lifecycle.feedback import import_feedback
+    from nb2prod.lifecycle.served import monitor
+
+    exp = captured_project.data["expected"]
+    src = tmp_path / "in.parquet"
+    _frame(captured_project).to_parquet(src)
+    result = score(TUMOR_MODEL, src, tmp_path / "out.parquet", chunk_rows=16)
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas()
+    classes = exp["classes"]
+    # the first 10 rows labelled with another class than predicted, the rest as predicted
+    labels = [next(c for c in classes if c != p) if i < 10 else p for i, p in enumerate(out["prediction"])]
+    pd.DataFrame({"request_id": out["request_id"], "label": labels}).to_csv(tmp_path / "fb.csv", index=False)
+    done = import_feedback(TUMOR_MODEL, tmp_path / "fb.csv", settings=captured_project.settings)
+    assert (done.stored, done.matched) == (result.scored, result.scored)
+    report = monitor(TUMOR_MODEL, settings=captured_project.settings)
+    n = result.scored
+    assert report.traffic["batch"] == {result.version: n}
+    assert report.quality["labelled"] == n
+    assert report.quality["accuracy"] == pytest.approx((n - 10) / n)
+    assert report.estimate and report.estimate["estimated"] == n
