@@ -20,6 +20,7 @@ without probabilities are not estimated (counted in ``rows`` but not in ``estima
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -28,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "ESTIMATED_METRICS",
+    "Block",
     "Calibration",
     "Estimate",
     "Group",
@@ -130,7 +132,12 @@ def _roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
 def _matrix(
     probabilities: Sequence[Mapping[str, Any] | None], predictions: Sequence[Any], classes: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row positions with usable scores, their scores rows x classes, their predicted class index)."""
+    """(row positions with usable scores, their scores rows x classes, their predicted class index).
+
+    A row is usable when it logged a finite probability for every class; an answer that is not
+    one of ``classes`` counts as the class with the highest score. One Python pass collects the
+    numbers; the checks are numpy's (millions of batch rows go through here).
+    """
     index = {c: j for j, c in enumerate(classes)}
     keep: list[int] = []
     rows: list[list[float]] = []
@@ -142,17 +149,19 @@ def _matrix(
             row = [float(proba[c]) for c in classes]
         except (KeyError, TypeError, ValueError):
             continue
-        if not all(np.isfinite(row)):
-            continue
         keep.append(i)
         rows.append(row)
-        preds.append(index.get(_key(pred), int(np.argmax(row))))
+        preds.append(index.get(_key(pred), -1))
     k = len(classes)
-    return (
-        np.asarray(keep, dtype=np.int64),
-        np.asarray(rows, dtype=float).reshape(-1, k),
-        np.asarray(preds, dtype=np.int64),
-    )
+    scores = np.asarray(rows, dtype=float).reshape(-1, k)
+    finite = np.isfinite(scores).all(axis=1)
+    at = np.asarray(keep, dtype=np.int64)[finite]
+    scores = scores[finite]
+    answered = np.asarray(preds, dtype=np.int64)[finite]
+    unknown = answered < 0
+    if unknown.any():
+        answered[unknown] = scores[unknown].argmax(axis=1)
+    return at, scores, answered
 
 
 def _key(value: Any) -> str:
@@ -164,14 +173,78 @@ def _key(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Block:
+    """Rows logged column-wise (a batch's chunk): class -> its probability per row, the answers,
+    and the labels (None: no feedback yet)."""
+
+    probabilities: Mapping[str, np.ndarray]
+    predictions: Sequence[Any]
+    labels: Sequence[Any]
+
+
+@dataclass(frozen=True)
 class Group:
     """Rows answered by one model version: its calibration, and per row the logged
-    probabilities, the answered class and the label (None: no feedback yet)."""
+    probabilities, the answered class and the label (None: no feedback yet); ``blocks``: more
+    of its rows held column-wise (batch chunks), after those."""
 
     calibration: Calibration
     probabilities: Sequence[Mapping[str, Any] | None]
     predictions: Sequence[Any]
     labels: Sequence[Any] | None = None
+    blocks: Sequence[Block] = ()
+
+    @functools.cached_property
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(usable row positions, their scores, their answered class index), computed once.
+        Positions count the row-wise rows first, then each block's."""
+        classes = self.calibration.classes
+        parts = [_matrix(self.probabilities, self.predictions, classes)]
+        offset = len(self.probabilities)
+        for block in self.blocks:
+            keep, scores, pred = _block_matrix(block, classes)
+            parts.append((keep + offset, scores, pred))
+            offset += len(block.predictions)
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.vstack([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
+
+    @functools.cached_property
+    def labelled(self) -> dict[int, Any]:
+        """Row position -> label of the rows with feedback (row-wise rows first, then each block's)."""
+        out: dict[int, Any] = {}
+        if self.labels is not None:
+            out.update((i, v) for i, v in enumerate(self.labels) if v is not None)
+        offset = len(self.probabilities)
+        for block in self.blocks:
+            out.update((offset + i, v) for i, v in enumerate(block.labels) if v is not None)
+            offset += len(block.predictions)
+        return out
+
+
+def _block_matrix(block: Block, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_matrix` of a column-wise block (no Python object per cell but the answers' keys)."""
+    n = len(block.predictions)
+    k = len(classes)
+    if not n or any(c not in block.probabilities for c in classes):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, k)), np.zeros(0, dtype=np.int64)
+    scores = np.column_stack([np.asarray(block.probabilities[c], dtype=float) for c in classes])
+    index = {c: j for j, c in enumerate(classes)}
+    # each distinct answer looked up once (a chunk answers a few classes many times)
+    distinct, inverse = np.unique(np.asarray(block.predictions), return_inverse=True)
+    lookup = np.array([index.get(_key(v), -1) for v in distinct.tolist()], dtype=np.int64)
+    answered = lookup[inverse.reshape(-1)]
+    finite = np.isfinite(scores).all(axis=1)
+    at = np.flatnonzero(finite)
+    scores, answered = scores[finite], answered[finite]
+    unknown = answered < 0
+    if unknown.any():
+        answered[unknown] = scores[unknown].argmax(axis=1)
+    return at, scores, answered
 
 
 def estimate(
@@ -200,15 +273,16 @@ def estimate_groups(groups: Sequence[Group]) -> Estimate:
     parts = []
     for g in groups:
         classes = g.calibration.classes
-        keep, scores, pred = _matrix(g.probabilities, g.predictions, classes)
+        keep, scores, pred = g.matrix
         q = g.calibration.apply(scores) if len(keep) else scores
         truth = None
-        if g.labels is not None:
+        if g.labels is not None or g.blocks:
             index = {c: j for j, c in enumerate(classes)}
-            truth = np.array(
-                [-1 if g.labels[i] is None else index.get(_key(g.labels[i]), -1) for i in keep.tolist()],
-                dtype=np.int64,
-            )
+            truth = np.full(len(keep), -1, dtype=np.int64)
+            for position, label in g.labelled.items():
+                at = int(np.searchsorted(keep, position))  # keep is ascending
+                if at < len(keep) and keep[at] == position:
+                    truth[at] = index.get(_key(label), -1)
         parts.append((tuple(classes), scores, q, pred, truth, g.calibration.calibrated))
     out: Estimate = {
         "estimated": int(sum(len(p[1]) for p in parts)),
@@ -253,7 +327,7 @@ def estimate_groups(groups: Sequence[Group]) -> Estimate:
 
 def row_hits(group: Group) -> tuple[np.ndarray, np.ndarray]:
     """(row positions with usable probabilities, calibrated probability of the answered class of each)."""
-    keep, scores, pred = _matrix(group.probabilities, group.predictions, group.calibration.classes)
+    keep, scores, pred = group.matrix
     if not len(keep):
         return keep, np.zeros(0)
     q = group.calibration.apply(scores)

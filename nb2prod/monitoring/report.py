@@ -503,18 +503,29 @@ def _estimate(
     if not scored:
         return
     by_version: dict[str, list[Any]] = defaultdict(list)
-    for row in scored:
+    for row in scored.rows:
         by_version[row.version].append(row)
+    chunks: dict[str, list[Any]] = defaultdict(list)
+    for chunk in scored.chunks:
+        chunks[chunk.version].append(chunk)
     groups: dict[str, est.Group] = {}
-    for version, rows in by_version.items():
+    times: dict[str, np.ndarray] = {}  # each row's time, in the group's row order
+    for version in sorted(set(by_version) | set(chunks)):
         calibration = ref.calibrations.get(version)
         if calibration is None:  # a version the manifest does not describe: its rows are not estimated
             continue
+        rows = by_version.get(version, [])
+        blocks = chunks.get(version, [])
         groups[version] = est.Group(
             calibration,
             [r.probabilities for r in rows],
             [r.prediction for r in rows],
             [r.label for r in rows],
+            blocks=[est.Block(b.probabilities, b.predictions, b.labels) for b in blocks],
+        )
+        times[version] = np.concatenate(
+            [np.array([r.ts for r in rows], dtype=float)]
+            + [np.full(len(b.predictions), b.ts, dtype=float) for b in blocks]
         )
     if not groups:
         return
@@ -535,8 +546,7 @@ def _estimate(
     counts = np.zeros(n_times)
     for version, group in groups.items():
         keep, hits = est.row_hits(group)
-        rows = by_version[version]
-        at = np.array([rows[i].ts for i in keep.tolist()], dtype=float)
+        at = times[version][keep]
         t = (
             np.clip(((at - start) // step).astype(np.int64), 0, n_times - 1)
             if len(at)

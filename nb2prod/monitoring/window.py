@@ -46,6 +46,8 @@ __all__ = [
     "Events",
     "InvalidInputs",
     "LabelledPrediction",
+    "Scored",
+    "ScoredChunk",
     "ScoredRow",
     "ShadowRow",
     "SketchRow",
@@ -88,6 +90,30 @@ class ScoredRow:
     prediction: Any
     probabilities: dict[str, Any] | None
     label: Any
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """A batch chunk's rows for the estimate, column-wise: time, version, answers, each class's
+    probabilities (class -> array), labels (None: no feedback)."""
+
+    ts: float
+    version: str
+    predictions: Any  # numpy array
+    probabilities: dict[str, Any]
+    labels: list[Any]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The logged rows with class probabilities of a window: the service's row by row, a batch's
+    chunk by chunk (millions of rows stay numpy arrays)."""
+
+    rows: list[ScoredRow]
+    chunks: list[ScoredChunk]
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.chunks)
 
 
 @dataclass(frozen=True)
@@ -387,7 +413,7 @@ def _loads(text: Any) -> Any:
         return None
 
 
-def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow]:
+def read_scored(store: str, since: float | None, until: float) -> Scored:
     """The answered rows (online and batch, not shadow) of ``[since, until)`` that logged class
     probabilities, with their feedback label where one arrived.
 
@@ -396,15 +422,16 @@ def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow
     """
     where, params = _between("p.ts", since, until)
 
-    def fetch(handle: Store) -> list[ScoredRow]:
-        out = _batch_scored(handle, since, until)
+    def fetch(handle: Store) -> Scored:
+        out: list[ScoredRow] = []
+        chunks = _batch_scored(handle, since, until)
         # a service that logs no probabilities: one pass in SQL, no row fetched into Python
         probe = handle.query(
             f"SELECT 1 FROM predictions p WHERE {where} AND p.prediction LIKE '%\"probabilities\"%' LIMIT 1",
             params,
         )
         if not probe:
-            return out
+            return Scored(out, chunks)
         rows = handle.query(
             "SELECT p.ts, p.model_version, p.prediction, f.label FROM predictions p "
             f"LEFT JOIN feedback f ON f.request_id = p.request_id WHERE {where} AND p.{_NOT_SHADOW}",
@@ -425,36 +452,35 @@ def read_scored(store: str, since: float | None, until: float) -> list[ScoredRow
                     _loads(label),
                 )
             )
-        return out
+        return Scored(out, chunks)
 
-    rows: list[ScoredRow] = _read(store, fetch)
-    return rows
+    scored: Scored = _read(store, fetch)
+    return scored
 
 
-def _batch_scored(store: Store, since: float | None, until: float) -> list[ScoredRow]:
-    """The batch rows of ``[since, until)`` with class probabilities (chunk by chunk, answers only)."""
+def _batch_scored(store: Store, since: float | None, until: float) -> list[ScoredChunk]:
+    """The batch chunks of ``[since, until)`` that logged class probabilities, column-wise."""
     from nb2prod.batch import rows as batch_rows
 
-    out: list[ScoredRow] = []
+    out: list[ScoredChunk] = []
     labels: dict[str, dict[int, str]] = {}
     for chunk, table in batch_rows.scan(store, since, until, answers_only=True):
-        if not any(n.startswith(batch_rows.PROBABILITY) for n in table.column_names):
+        classes = [n for n in table.column_names if n.startswith(batch_rows.PROBABILITY)]
+        if not classes:
             continue
         if chunk.batch_id not in labels:
             labels[chunk.batch_id] = batch_rows.batch_labels(store, chunk.batch_id)
         known = labels[chunk.batch_id]
-        numbers = table.column(batch_rows.ROW).to_pylist()
-        for row, answer in zip(numbers, batch_rows.answers(table), strict=True):
-            label = known.get(row)
-            out.append(
-                ScoredRow(
-                    chunk.ts,
-                    chunk.version,
-                    answer.get("prediction"),
-                    answer.get("probabilities"),
-                    None if label is None else _loads(label),
-                )
+        numbers = table.column(batch_rows.ROW).to_pylist() if known else []
+        out.append(
+            ScoredChunk(
+                chunk.ts,
+                chunk.version,
+                table.column(batch_rows.PREDICTION).to_numpy(zero_copy_only=False),
+                {c[len(batch_rows.PROBABILITY) :]: table.column(c).to_numpy() for c in classes},
+                [_loads(known.get(r)) for r in numbers] if known else [None] * table.num_rows,
             )
+        )
     return out
 
 
