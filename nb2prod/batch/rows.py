@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from nb2prod.serving.store import SQL_INSERT_BATCH_CHUNK, Store, split_batch_request_id
+from nb2prod.serving.store import SQL_INSERT_BATCH_CHUNK, Store, is_sqlite_file, split_batch_request_id
 
 __all__ = [
     "FEATURE",
@@ -282,16 +282,19 @@ def traffic(store: Store, since: float | None, until: float) -> dict[str, int]:
 
 
 def batch_labels(store: Store, batch_id: str) -> dict[int, str]:
-    """Row -> label (JSON text) of the feedback on ``batch_id``'s rows (a range read on the key)."""
-    # request ids "<batch id>-<row>" sort between "<batch id>-" and "<batch id>." ("." follows "-")
-    found = store.query(
-        "SELECT request_id, label FROM feedback WHERE request_id >= :lo AND request_id < :hi",
-        {"lo": f"{batch_id}-", "hi": f"{batch_id}."},
-    )
+    """Row -> label (JSON text) of the feedback on ``batch_id``'s rows."""
+    if is_sqlite_file(store.location):
+        # request ids "<batch id>-<row>" sort between "<batch id>-" and "<batch id>." ("." follows
+        # "-") under SQLite's binary collation: a range read on the key's index
+        where, params = "request_id >= :lo AND request_id < :hi", {"lo": f"{batch_id}-", "hi": f"{batch_id}."}
+    else:
+        # a PostgreSQL database's collation may order by letters first, ignoring "-": a prefix
+        # match is right whatever the collation (batch ids hold no LIKE wildcard)
+        where, params = "request_id LIKE :prefix", {"prefix": f"{batch_id}-%"}
     out: dict[int, str] = {}
-    for rid, label in found:
+    for rid, label in store.query(f"SELECT request_id, label FROM feedback WHERE {where}", params):
         parsed = split_batch_request_id(str(rid))
-        if parsed is not None and parsed[0] == batch_id and str(rid) == f"{batch_id}-{parsed[1]}":
+        if parsed is not None and parsed[0] == batch_id:
             out[parsed[1]] = str(label)
     return out
 

@@ -484,9 +484,12 @@ class Store:
 
 
 def split_batch_request_id(request_id: str) -> tuple[str, int] | None:
-    """(batch id, row) of a batch row's request id ``<batch id>-<row>``; None for any other id."""
+    """(batch id, row) of a batch row's request id ``<batch id>-<row>``; None for any other id
+    (``b1-007`` too: a row is written without leading zeros, so one row has one id)."""
     head, sep, tail = str(request_id).rpartition("-")
-    if not sep or not head or not tail.isdigit() or not head.startswith("b"):
+    if not sep or not head.startswith("b") or not tail.isascii() or not tail.isdigit():
+        return None
+    if len(tail) > 1 and tail.startswith("0"):
         return None
     return head, int(tail)
 

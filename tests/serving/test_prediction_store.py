@@ -120,9 +120,24 @@ def test_batch_chunks_read_back_like_the_services_rows(location: str) -> None:
     assert first["present"] is not None and (first["first_row"], first["last_row"]) == (0, 3)
     batch_rows.write(store, first)
     batch_rows.write(store, second)
-    ids = ["b1-0", "b1-1", "b1-2", "b1-3", "b1-4", "b1-5", "b1-6", "b1-7", "b1-8", "b2-0", "r-1", "b1-x"]
+    ids = [
+        "b1-0",
+        "b1-1",
+        "b1-2",
+        "b1-3",
+        "b1-4",
+        "b1-5",
+        "b1-6",
+        "b1-7",
+        "b1-8",
+        "b2-0",
+        "r-1",
+        "b1-x",
+        "b1-01",
+    ]
     assert store.known_request_ids(ids) == {"b1-0", "b1-1", "b1-3", "b1-4", "b1-5", "b1-7"}
-    store.add_feedback([("b1-1", "no"), ("b1-7", "yes"), ("b1-70", "no")], source="test")
+    # b1-70 and b1-01 name no logged row (b1-01 is not how row 1 is written: one row, one id)
+    store.add_feedback([("b1-1", "no"), ("b1-7", "yes"), ("b1-70", "no"), ("b1-01", "yes")], source="test")
     got = batch_rows.lookup(store, ids)
     assert sorted(got) == ["b1-0", "b1-1", "b1-3", "b1-4", "b1-5", "b1-7"]
     assert got["b1-0"].features == {"x": 0.5, "n": 0, "note": 'a\tb\\c\n"q"'}
