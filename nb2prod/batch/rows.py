@@ -160,6 +160,8 @@ def _feature_array(values: np.ndarray, null: np.ndarray, kind: str) -> Any:
         missing = null | ~np.isfinite(numbers) if kind == "float" else null
         # no mask when nothing is missing: the array is the numpy buffer, not a copy
         return pa.array(numbers, mask=missing) if missing.any() else pa.array(numbers)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "mM":  # times stay times (ns included)
+        return pa.array(values, mask=null)
     items = np.asarray(values, dtype=object)
     try:
         return pa.array(items, mask=null, from_pandas=True)

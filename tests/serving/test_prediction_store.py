@@ -95,6 +95,11 @@ def test_batch_chunks_read_back_like_the_services_rows(location: str) -> None:
         "x": (x, np.zeros(5, dtype=bool), "float"),
         "n": (np.arange(5), np.array([False, False, False, True, False]), "int"),
         "note": (note, np.array([False, False, True, False, False]), "string"),
+        "when": (
+            np.array(["2026-11-29T10:00:00.123456789"] * 5, dtype="datetime64[ns]"),
+            np.array([False, True, False, False, False]),
+            "datetime",
+        ),
     }
     predictions = np.array(["yes", "no", "yes", "no", "yes"], dtype=object)
     proba = {"no": np.array([0.1, 0.8, 0.3, 0.6, 0.2]), "yes": np.array([0.9, 0.2, 0.7, 0.4, 0.8])}
@@ -140,9 +145,15 @@ def test_batch_chunks_read_back_like_the_services_rows(location: str) -> None:
     store.add_feedback([("b1-1", "no"), ("b1-7", "yes"), ("b1-70", "no"), ("b1-01", "yes")], source="test")
     got = batch_rows.lookup(store, ids)
     assert sorted(got) == ["b1-0", "b1-1", "b1-3", "b1-4", "b1-5", "b1-7"]
-    assert got["b1-0"].features == {"x": 0.5, "n": 0, "note": 'a\tb\\c\n"q"'}
-    assert got["b1-1"].features == {"x": None, "n": 1, "note": "plain"}  # NaN logged as null
-    assert got["b1-3"].features == {"x": None, "n": 2, "note": None}  # inf as null, null as null
+    when = "2026-11-29T10:00:00.123456789"
+    assert got["b1-0"].features == {"x": 0.5, "n": 0, "note": 'a\tb\\c\n"q"', "when": when}
+    assert got["b1-1"].features == {"x": None, "n": 1, "note": "plain", "when": None}  # NaN logged as null
+    assert got["b1-3"].features == {
+        "x": None,
+        "n": 2,
+        "note": None,
+        "when": when,
+    }  # inf as null, null as null
     assert got["b1-1"].answer == {"prediction": "no", "probabilities": {"no": 0.8, "yes": 0.2}}
     assert (got["b1-1"].label, got["b1-0"].label, got["b1-7"].ts) == ('"no"', None, 6.0)
     labelled = batch_rows.labelled(store, None, 10.0, with_features=True)
