@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nb2prod.batch.log import forget
 from nb2prod.batch.model import BatchModel, ScoreError
 from nb2prod.batch.score import Counts, Progress, Scorer, _Writer, score_part
 from nb2prod.batch.source import Part, Source
@@ -69,6 +70,7 @@ def _task(
     bad = _Writer(Path(rejects)) if rejects else None
     try:
         counts = score_part(scorer, part, out, bad, chunk_rows)
+        scorer.close()  # the part's rows committed before its output part appears
         out.commit()
         if bad is not None:
             bad.commit()
@@ -76,9 +78,8 @@ def _task(
         out.discard()
         if bad is not None:
             bad.discard()
+        scorer.discard()
         raise
-    finally:
-        scorer.close()
     return {**asdict(counts), "copy": f"{os.getpid()}:{id(model)}"}
 
 
@@ -140,9 +141,10 @@ def score_on_cluster(
     copies: set[str] = set()
     suffix = ".csv" if output.suffix.lower() == ".csv" else ".parquet"
     bad_suffix = ".csv" if rejects is not None and rejects.suffix.lower() == ".csv" else ".parquet"
+    futures: list[Any] = []
     try:
         client.register_plugin(ModelPlugin(batch_id, model), name=f"nb2prod-batch-{batch_id}")
-        futures = [
+        futures += [
             client.submit(
                 _task,
                 batch_id,
@@ -174,6 +176,10 @@ def score_on_cluster(
         shutil.rmtree(out_tmp, ignore_errors=True)
         if bad_tmp is not None:
             shutil.rmtree(bad_tmp, ignore_errors=True)
+        if store is not None:  # the parts that finished logged their rows: the batch delivered none
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+            forget(store, batch_id)
         raise
     finally:
         with contextlib.suppress(Exception):  # the cluster went away: nothing left to remove

@@ -16,6 +16,7 @@ chunks wait in each, so memory stays bounded by the chunk size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import queue
@@ -70,6 +71,7 @@ class BatchLog:
     """
 
     def __init__(self, location: str, manifest: Manifest, batch_id: str, version: str) -> None:
+        self.location = location
         self.store = Store(location)
         self.batch_id = batch_id
         self.version = version
@@ -120,6 +122,14 @@ class BatchLog:
             self._encode_q.put(
                 [{"kind": "invalid", "ts": at, "reason": r["reason"], "field": r["field"]} for r in reasons]
             )
+
+    def discard(self) -> None:
+        """Stop logging and remove what this process logged for the batch (its chunks and its
+        sketches): a batch that failed or was interrupted delivered no output, so none of its
+        rows is traffic, and no feedback can name them. Refusals (``invalid`` events) stay."""
+        with contextlib.suppress(BaseException):  # the failure that stopped the batch is being raised
+            self.close()
+        forget(self.location, self.batch_id, writer=self.writer)
 
     def close(self) -> None:
         """Wait for every queued write; raise the first write that failed."""
@@ -210,6 +220,19 @@ class BatchLog:
                 work()
             except BaseException as exc:
                 self.failure = exc
+
+
+def forget(location: str, batch_id: str, *, writer: str | None = None) -> None:
+    """Delete a batch's logged chunks and sketches (one ``writer``'s, or every writer's of the batch)."""
+    store = Store(location)
+    try:
+        store.write("DELETE FROM batch_chunks WHERE batch_id = :b", [{"b": batch_id}])
+        if writer is not None:
+            store.write("DELETE FROM sketches WHERE writer = :w", [{"w": writer}])
+        else:  # batch ids hold no LIKE wildcard
+            store.write("DELETE FROM sketches WHERE writer LIKE :w", [{"w": f"{SOURCE}-{batch_id}-%"}])
+    finally:
+        store.close()
 
 
 def _sketch_values(values: np.ndarray, null: np.ndarray, kind: str) -> np.ndarray:

@@ -292,8 +292,14 @@ class Scorer:
         return predictions, proba
 
     def close(self) -> None:
+        """Commit every logged row (raises a failed write)."""
         if self.log is not None:
             self.log.close()
+
+    def discard(self) -> None:
+        """Stop logging and remove this scorer's logged rows and sketches (the batch failed)."""
+        if self.log is not None:
+            self.log.discard()
 
 
 def new_batch_id() -> str:
@@ -546,16 +552,16 @@ def _score_local(
             total.add(score_part(scorer, part, out, bad, chunk_rows, on_progress))
         if not out.started:
             out.write(_empty_output(loaded, id_column, source))
+        scorer.close()  # every logged row committed before the output appears
         out.commit()
         if bad is not None:
             bad.commit()
-    except BaseException:  # Ctrl-C included: no half-written output stays
+    except BaseException:  # Ctrl-C included: no half-written output stays, no logged row either
         out.discard()
         if bad is not None:
             bad.discard()
+        scorer.discard()
         raise
-    finally:
-        scorer.close()
     return total
 
 

@@ -267,12 +267,19 @@ def test_interrupted_run_leaves_no_output(
     src = tmp_path / "in.parquet"
     _frame(captured_project).to_parquet(src)
 
+    chunks: list[int] = []
+
     def interrupt(scored: int, refused: int) -> None:
-        raise KeyboardInterrupt
+        chunks.append(scored)
+        if len(chunks) == 3:  # three chunks scored and queued for the store
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         score(TUMOR_MODEL, src, tmp_path / "out.parquet", chunk_rows=10, on_progress=interrupt)
     assert sorted(p.name for p in tmp_path.iterdir() if p != store) == ["in.parquet"]
+    # and no row of it stays in the store: nothing was delivered, nothing is traffic
+    assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
+    assert _rows(store, "SELECT COUNT(*) FROM sketches") == [(0,)]
 
 
 def test_monitor_reports_drift_for_a_shifted_batch(
@@ -349,3 +356,34 @@ def test_feedback_joins_batch_rows_into_live_quality_and_the_estimate(
     assert report.quality["labelled"] == n
     assert report.quality["accuracy"] == pytest.approx((n - 10) / n)
     assert report.estimate and report.estimate["estimated"] == n
+
+
+def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
+    captured_project: CapturedProject, tmp_path: Path, store: Path
+) -> None:
+    """A part that cannot be read on its worker fails the batch: no output directory, and the
+    rows the other parts logged are removed (the batch delivered none of them)."""
+    from distributed import LocalCluster
+
+    from nb2prod.batch import score
+
+    frame = _frame(captured_project)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, (a, b) in enumerate([(0, 40), (40, 90), (90, len(frame))]):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False), parts / f"p{i}.parquet")
+
+    def lose_a_part(model: Any, source: Any) -> None:
+        (parts / "p2.parquet").unlink()  # read at the start, gone when its task runs
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        pytest.raises(Exception, match=r"p2\.parquet"),
+    ):
+        score(TUMOR_MODEL, parts, tmp_path / "out", scheduler=cluster.scheduler_address, on_start=lose_a_part)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
+    assert _rows(store, "SELECT COUNT(*) FROM sketches") == [(0,)]
