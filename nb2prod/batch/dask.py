@@ -29,6 +29,7 @@ from nb2prod.batch.source import Part, Source
 __all__ = ["ModelPlugin", "score_on_cluster"]
 
 CONNECT_TIMEOUT = 20
+STOP_TIMEOUT = 60  # seconds to wait for a failed batch's running parts to stop
 _MODELS: dict[str, BatchModel] = {}
 """Models registered on this worker process, by batch id."""
 
@@ -65,11 +66,19 @@ def _task(
     model = _MODELS.get(key)
     if model is None:
         raise RuntimeError(f"the model of batch {key} is not on this worker (its plugin was not set up)")
+    from distributed import Event
+
+    aborted = Event(_abort_name(key))
+
+    def check(scored: int, refused: int) -> None:  # between chunks: stop when the batch failed
+        if aborted.is_set():
+            raise BatchAborted(f"batch {key} failed elsewhere; part {part.path} stopped")
+
     scorer = Scorer(model, key, id_column, store, text=part.format == "csv")
     out = _Writer(Path(output))
     bad = _Writer(Path(rejects)) if rejects else None
     try:
-        counts = score_part(scorer, part, out, bad, chunk_rows)
+        counts = score_part(scorer, part, out, bad, chunk_rows, check)
         scorer.close()  # the part's rows committed before its output part appears
         out.commit()
         if bad is not None:
@@ -81,6 +90,15 @@ def _task(
         scorer.discard()
         raise
     return {**asdict(counts), "copy": f"{os.getpid()}:{id(model)}"}
+
+
+class BatchAborted(Exception):
+    """A part stopped because another part of its batch failed (or the client was interrupted)."""
+
+
+def _abort_name(batch_id: str) -> str:
+    """The Dask ``Event`` a batch's tasks check between chunks: set when the batch failed."""
+    return f"nb2prod-batch-abort-{batch_id}"
 
 
 def _connect(scheduler: str) -> Any:
@@ -107,6 +125,17 @@ def _publish(tmp: Path, path: Path) -> None:
     tmp.rename(path)
 
 
+def _stop_parts(client: Any, batch_id: str, futures: list[Any], timeout: float = STOP_TIMEOUT) -> None:
+    """Tell the batch's running parts to stop and wait for them: a part still running would log
+    rows after they are removed. Queued parts start, see the event and stop at once."""
+    from distributed import Event, wait
+
+    with contextlib.suppress(Exception):  # the cluster is gone: nothing runs any more
+        Event(_abort_name(batch_id), client=client).set()
+        if futures:
+            wait(futures, timeout=timeout)
+
+
 def score_on_cluster(
     scheduler: str,
     model: BatchModel,
@@ -131,7 +160,7 @@ def score_on_cluster(
     Raises:
         ScoreError: the scheduler cannot be reached.
     """
-    from distributed import as_completed
+    from distributed import Event, as_completed
 
     client = _connect(scheduler)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -176,13 +205,14 @@ def score_on_cluster(
         shutil.rmtree(out_tmp, ignore_errors=True)
         if bad_tmp is not None:
             shutil.rmtree(bad_tmp, ignore_errors=True)
-        if store is not None:  # the parts that finished logged their rows: the batch delivered none
-            with contextlib.suppress(Exception):
-                client.cancel(futures)
+        if store is not None:  # the parts that ran logged their rows: the batch delivered none
+            _stop_parts(client, batch_id, futures)
             forget(store, batch_id)
         raise
     finally:
         with contextlib.suppress(Exception):  # the cluster went away: nothing left to remove
             client.unregister_worker_plugin(f"nb2prod-batch-{batch_id}")
+        with contextlib.suppress(Exception):
+            Event(_abort_name(batch_id), client=client).clear()  # drops it on the scheduler
         client.close()
     return total, len(source.parts), len(copies)

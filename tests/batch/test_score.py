@@ -8,6 +8,7 @@ import math
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -361,8 +362,9 @@ def test_feedback_joins_batch_rows_into_live_quality_and_the_estimate(
 def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
     captured_project: CapturedProject, tmp_path: Path, store: Path
 ) -> None:
-    """A part that cannot be read on its worker fails the batch: no output directory, and the
-    rows the other parts logged are removed (the batch delivered none of them)."""
+    """A part that cannot be read on its worker fails the batch while another part is still
+    scoring on the other worker: that part stops at its next chunk, and once both have stopped
+    every row the batch logged is removed (it delivered none): no output, no chunk, no sketch."""
     from distributed import LocalCluster
 
     from nb2prod.batch import score
@@ -370,19 +372,28 @@ def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
     frame = _frame(captured_project)
     parts = tmp_path / "parts"
     parts.mkdir()
-    for i, (a, b) in enumerate([(0, 40), (40, 90), (90, len(frame))]):
+    for i, (a, b) in enumerate([(0, 90), (90, len(frame))]):
         pq.write_table(pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False), parts / f"p{i}.parquet")
 
     def lose_a_part(model: Any, source: Any) -> None:
-        (parts / "p2.parquet").unlink()  # read at the start, gone when its task runs
+        (parts / "p1.parquet").unlink()  # read at the start, gone when its task runs
 
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        pytest.raises(Exception, match=r"p2\.parquet"),
-    ):
-        score(TUMOR_MODEL, parts, tmp_path / "out", scheduler=cluster.scheduler_address, on_start=lose_a_part)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        with pytest.raises(Exception, match=r"p1\.parquet"):
+            # one row a chunk: part 0 is still logging chunk after chunk when part 1 fails
+            score(
+                TUMOR_MODEL,
+                parts,
+                tmp_path / "out",
+                scheduler=cluster.scheduler_address,
+                chunk_rows=1,
+                on_start=lose_a_part,
+            )
+        # when score() returns, part 0 has stopped and everything is gone (not later)
+        assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
+        time.sleep(2)  # the workers live on: a part left running would log more rows by now
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
