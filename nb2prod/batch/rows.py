@@ -24,7 +24,7 @@ reading a payload.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -187,12 +187,11 @@ def _answer_array(predictions: np.ndarray) -> Any:
 # ----------------------------------------------------------------------------- reading
 
 
-def decode(payload: bytes, columns: Sequence[str] | None = None) -> Any:
-    """A payload as an Arrow table (only ``columns`` when given; a missing one is skipped)."""
+def decode(payload: bytes) -> Any:
+    """A payload as an Arrow table (readers take the columns they need by name)."""
     import pyarrow as pa
 
-    table = pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
-    return table if columns is None else table.select([c for c in columns if c in table.column_names])
+    return pa.ipc.open_stream(pa.BufferReader(payload)).read_all()
 
 
 def answers(table: Any) -> list[dict[str, Any]]:
@@ -215,11 +214,9 @@ def features(table: Any) -> list[dict[str, Any]]:
     names = [n for n in table.column_names if n.startswith(FEATURE)]
     values = [[_json_value(v) for v in table.column(n).to_pylist()] for n in names]
     keys = [n[len(FEATURE) :] for n in names]
-    return (
-        [dict(zip(keys, row, strict=True)) for row in zip(*values, strict=True)]
-        if names
-        else [{} for _ in range(table.num_rows)]
-    )
+    if not names:
+        return [{} for _ in range(table.num_rows)]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def _json_value(value: Any) -> Any:
@@ -230,19 +227,21 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def chunks(store: Store, since: float | None, until: float, batch_id: str | None = None) -> list[Chunk]:
-    """The logged chunks of ``[since, until)`` (of one batch when ``batch_id`` is given), oldest first."""
-    where = ["ts < :until"]
+def _window(since: float | None, until: float) -> tuple[str, dict[str, Any]]:
+    """The SQL condition ``since <= ts < until`` (no lower bound without ``since``) and its parameters."""
     params: dict[str, Any] = {"until": until}
-    if since is not None:
-        where.append("ts >= :since")
-        params["since"] = since
-    if batch_id is not None:
-        where.append("batch_id = :b")
-        params["b"] = batch_id
+    if since is None:
+        return "ts < :until", params
+    params["since"] = since
+    return "ts < :until AND ts >= :since", params
+
+
+def chunks(store: Store, since: float | None, until: float) -> list[Chunk]:
+    """The logged chunks of ``[since, until)``, oldest first."""
+    where, params = _window(since, until)
     rows = store.query(
         "SELECT batch_id, first_row, last_row, n_rows, ts, model_version FROM batch_chunks "
-        f"WHERE {' AND '.join(where)} ORDER BY ts, batch_id, first_row",
+        f"WHERE {where} ORDER BY ts, batch_id, first_row",
         params,
     )
     return [Chunk(str(b), int(f), int(la), int(n), float(t), str(v or "")) for b, f, la, n, t, v in rows]
@@ -257,23 +256,17 @@ def payload(store: Store, batch_id: str, first_row: int) -> bytes | None:
     return bytes(found[0][0]) if found else None
 
 
-def scan(
-    store: Store, since: float | None, until: float, *, answers_only: bool = False
-) -> Iterator[tuple[Chunk, Any]]:
-    """Each chunk of ``[since, until)`` with its payload decoded, one at a time (``answers_only``:
-    the row numbers, predictions and probabilities, no features)."""
+def scan(store: Store, since: float | None, until: float) -> Iterator[tuple[Chunk, Any]]:
+    """Each chunk of ``[since, until)`` with its payload decoded, one at a time."""
     for chunk in chunks(store, since, until):
         data = payload(store, chunk.batch_id, chunk.first_row)
         if data is not None:
-            yield chunk, decode(data, _answer_columns(data) if answers_only else None)
+            yield chunk, decode(data)
 
 
 def traffic(store: Store, since: float | None, until: float) -> dict[str, int]:
     """Logged batch rows of ``[since, until)`` per model version (no payload read)."""
-    where, params = "ts < :until", {"until": until}
-    if since is not None:
-        where += " AND ts >= :since"
-        params["since"] = since
+    where, params = _window(since, until)
     return {
         str(v or ""): int(n)
         for v, n in store.query(
@@ -316,8 +309,8 @@ def labelled(
 ) -> list[LoggedRow]:
     """The batch rows of ``[since, until)`` that have feedback, with their label.
 
-    Reads the payload of a chunk only when one of its rows has a label, and only the
-    columns asked for.
+    Reads the payload of a chunk only when one of its rows has a label; the features only
+    ``with_features``.
     """
     out: list[LoggedRow] = []
     by_batch: dict[str, list[Chunk]] = {}
@@ -334,19 +327,11 @@ def labelled(
             data = payload(store, chunk.batch_id, chunk.first_row)
             if data is None:
                 continue
-            table = decode(data) if with_features else decode(data, _answer_columns(data))
-            taken, numbers = _rows_of(table, wanted)
+            taken, numbers = _rows_of(decode(data), wanted)
             feats = features(taken) if with_features else [None] * len(numbers)
             for row, answer, feat in zip(numbers, answers(taken), feats, strict=True):
                 out.append(LoggedRow(f"{batch_id}-{row}", chunk.ts, chunk.version, feat, answer, labels[row]))
     return out
-
-
-def _answer_columns(data: bytes) -> list[str]:
-    import pyarrow as pa
-
-    names = pa.ipc.open_stream(pa.BufferReader(data)).schema.names
-    return [ROW, PREDICTION, *(n for n in names if n.startswith(PROBABILITY))]
 
 
 def lookup(store: Store, request_ids: Iterable[str]) -> dict[str, LoggedRow]:

@@ -464,7 +464,7 @@ def _batch_scored(store: Store, since: float | None, until: float) -> list[Score
 
     out: list[ScoredChunk] = []
     labels: dict[str, dict[int, str]] = {}
-    for chunk, table in batch_rows.scan(store, since, until, answers_only=True):
+    for chunk, table in batch_rows.scan(store, since, until):
         classes = [n for n in table.column_names if n.startswith(batch_rows.PROBABILITY)]
         if not classes:
             continue

@@ -29,7 +29,7 @@ from typing import Any
 
 from .redact import redact_text
 from .spool import SHADOW_MONITOR
-from .writer import before_drain
+from .writer import before_drain, take_queued
 
 logger = logging.getLogger("nb2prod.serving")
 
@@ -147,18 +147,7 @@ class ShadowScorer:
             if item is None:
                 return
             time.sleep(self.linger)
-            items, done = [item], False
-            size = len(item[1])
-            while size < MAX_ROWS:
-                try:
-                    more = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                items.append(more)
-                size += len(more[1])
+            items, done = take_queued(self.queue, item, MAX_ROWS, lambda queued: len(queued[1]))
             self._score(items)
             if done:
                 return

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pydantic_core
@@ -294,17 +294,7 @@ class _Writer:
             # does not linger: the requests wait, and whatever queued meanwhile is one commit.
             if not self.durable:
                 time.sleep(self.linger)
-            batch = [item]
-            done = False
-            while len(batch) < 5000:
-                try:
-                    more = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                batch.append(more)
+            batch, done = take_queued(self.queue, item, 5000)
             self._write(store, batch, final=done)
             if done:
                 break
@@ -507,6 +497,24 @@ def writer_for(
 
 
 _before_drain: list[Any] = []
+
+
+def take_queued(
+    source: queue.Queue[Any], first: Any, limit: int, size: Callable[[Any], int] = lambda _: 1
+) -> tuple[list[Any], bool]:
+    """``first`` and what else is queued now, up to ``limit`` (counted by ``size``), without
+    waiting; and whether the end marker (None) came (it is not returned)."""
+    items, total = [first], size(first)
+    while total < limit:
+        try:
+            more = source.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return items, True
+        items.append(more)
+        total += size(more)
+    return items, False
 
 
 def before_drain(hook: Any) -> None:

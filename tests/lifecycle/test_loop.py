@@ -374,7 +374,7 @@ def _store_rows(loop: CapturedProject) -> list[tuple[str, float, str, str]]:
         ]
         batch = [
             (f"{chunk.batch_id}-{row}", chunk.ts, "batch", chunk.version)
-            for chunk, table in batch_rows.scan(store, None, math.inf, answers_only=True)
+            for chunk, table in batch_rows.scan(store, None, math.inf)
             for row in table.column(batch_rows.ROW).to_pylist()
         ]
         return online + batch
