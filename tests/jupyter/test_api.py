@@ -253,7 +253,12 @@ def test_services_of_a_served_model(server: Server, captured_project: CapturedPr
             status, services = server.get("/nb2prod/api/services")
             assert status == 200, services
             found = [s for s in services if s["source"] == "recorded"]
-            if found and (found[0]["requests_per_minute"] or 0) >= 6.0:
+            # /drift and the request rate are read one after the other: wait until both see the rows
+            if (
+                found
+                and (found[0]["requests_per_minute"] or 0) >= 6.0
+                and found[0]["drift_status"] != "insufficient_data"
+            ):
                 break
             assert time.monotonic() < deadline, services
             time.sleep(0.5)
