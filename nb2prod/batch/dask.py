@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nb2prod.batch.log import forget
+from nb2prod.batch.log import deliver, forget
 from nb2prod.batch.model import BatchModel, ScoreError
 from nb2prod.batch.score import Counts, Progress, Scorer, _Writer, score_part
 from nb2prod.batch.source import Part, Source
@@ -162,6 +163,7 @@ def score_on_cluster(
     """
     from distributed import Event, as_completed
 
+    started = time.time()
     client = _connect(scheduler)
     output.parent.mkdir(parents=True, exist_ok=True)
     out_tmp = _staging(output, batch_id)
@@ -195,6 +197,8 @@ def score_on_cluster(
             total.add(part_counts)
             if on_progress is not None:
                 on_progress(part_counts.scored, part_counts.rejected)
+        if store is not None:  # every part logged its rows: the batch delivers
+            deliver(store, batch_id, started)
         _publish(out_tmp, output)
         if bad_tmp is not None and rejects is not None:
             if any(bad_tmp.iterdir()):

@@ -9,6 +9,11 @@ but its rows as one ``batch_chunks`` row a chunk (:mod:`nb2prod.batch.rows`: the
 rows as one Arrow IPC payload, request ids ``<batch id>-<row>`` resolved by range), not one
 JSON row each.
 
+A batch's refusals are written as they come, under a kind of their own
+(:func:`pending_kind`, ``invalid:<batch id>``, which no reader counts), and become
+``invalid`` events only when the batch delivers its output (:func:`deliver`): a batch that
+failed or was interrupted refused nothing anyone will act on, and its retry counts its own.
+
 Each chunk is sketched and encoded (numpy sort, Arrow IPC with zstd: both release the GIL)
 and written by two background threads while the next chunk is scored (:class:`BatchLog`); at most two
 chunks wait in each, so memory stays bounded by the chunk size.
@@ -33,10 +38,22 @@ from nb2prod.serving import sketch
 from nb2prod.serving.manifest import Manifest
 from nb2prod.serving.store import PREDICTION_COLUMN, SQL_UPSERT_SKETCH, Store
 
-__all__ = ["SOURCE", "BatchLog"]
+__all__ = ["SOURCE", "BatchLog", "deliver", "forget", "pending_kind"]
 
 SOURCE = "batch"
 """The ``monitor`` value of a batch's rows in the ``predictions`` table."""
+
+INVALID = "invalid"
+"""The kind of the event that counts a refused row (the service's, and a delivered batch's)."""
+
+# A batch's refusals are looked for from a day before it started: the events_ts index bounds
+# the search, with room for the clocks of a cluster's workers.
+_CLOCK_MARGIN_S = 86_400.0
+
+
+def pending_kind(batch_id: str) -> str:
+    """The event kind of a batch's refusals until it delivers (``invalid:<batch id>``, 27 characters)."""
+    return f"{INVALID}:{batch_id}"
 
 
 @dataclass
@@ -114,19 +131,21 @@ class BatchLog:
         self.rows += len(rows)
 
     def refused(self, reasons: Sequence[Mapping[str, str]], *, now: float | None = None) -> None:
-        """Record refused rows as ``invalid`` events (reason and field), as the service does."""
+        """Record refused rows (reason and field), as the service does: events of the batch's
+        :func:`pending_kind` until :func:`deliver` makes them ``invalid``."""
         if self.failure is not None:
             raise self.failure
         if reasons:
             at = time.time() if now is None else now
+            kind = pending_kind(self.batch_id)
             self._encode_q.put(
-                [{"kind": "invalid", "ts": at, "reason": r["reason"], "field": r["field"]} for r in reasons]
+                [{"kind": kind, "ts": at, "reason": r["reason"], "field": r["field"]} for r in reasons]
             )
 
     def discard(self) -> None:
-        """Stop logging and remove what this process logged for the batch (its chunks and its
-        sketches): a batch that failed or was interrupted delivered no output, so none of its
-        rows is traffic, and no feedback can name them. Refusals (``invalid`` events) stay."""
+        """Stop logging and remove what this process logged for the batch (its chunks, its
+        sketches, its refusals): a batch that failed or was interrupted delivered no output, so
+        none of its rows is traffic, and no feedback can name them."""
         with contextlib.suppress(BaseException):  # the failure that stopped the batch is being raised
             self.close()
         forget(self.location, self.batch_id, writer=self.writer)
@@ -222,11 +241,26 @@ class BatchLog:
                 self.failure = exc
 
 
+def deliver(location: str, batch_id: str, started: float) -> None:
+    """Count a batch's refusals as ``invalid`` events: the batch has logged every row and is
+    about to deliver its output. ``started``: when the batch started (Unix seconds)."""
+    store = Store(location)
+    try:
+        store.write(
+            f"UPDATE events SET kind = '{INVALID}' WHERE ts >= :since AND kind = :pending",
+            [{"since": started - _CLOCK_MARGIN_S, "pending": pending_kind(batch_id)}],
+        )
+    finally:
+        store.close()
+
+
 def forget(location: str, batch_id: str, *, writer: str | None = None) -> None:
-    """Delete a batch's logged chunks and sketches (one ``writer``'s, or every writer's of the batch)."""
+    """Delete a batch's logged chunks and sketches (one ``writer``'s, or every writer's of the
+    batch) and its undelivered refusals (every writer's)."""
     store = Store(location)
     try:
         store.write("DELETE FROM batch_chunks WHERE batch_id = :b", [{"b": batch_id}])
+        store.write("DELETE FROM events WHERE kind = :k", [{"k": pending_kind(batch_id)}])
         if writer is not None:
             store.write("DELETE FROM sketches WHERE writer = :w", [{"w": writer}])
         else:  # batch ids hold no LIKE wildcard

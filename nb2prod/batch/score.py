@@ -543,6 +543,7 @@ def _score_local(
     chunk_rows: int,
     on_progress: Progress | None,
 ) -> Counts:
+    started = time.time()
     out = _Writer(output)
     bad = _Writer(rejects) if rejects is not None else None
     scorer = Scorer(loaded, batch_id, id_column, store, text=source.format == "csv")
@@ -553,6 +554,10 @@ def _score_local(
         if not out.started:
             out.write(_empty_output(loaded, id_column, source))
         scorer.close()  # every logged row committed before the output appears
+        if store is not None:  # its refusals count once the batch delivers
+            from nb2prod.batch.log import deliver
+
+            deliver(store, batch_id, started)
         out.commit()
         if bad is not None:
             bad.commit()

@@ -266,13 +266,15 @@ def test_interrupted_run_leaves_no_output(
     from nb2prod.batch import score
 
     src = tmp_path / "in.parquet"
-    _frame(captured_project).to_parquet(src)
+    frame = _frame(captured_project)
+    frame.loc[[3, 15], "mean radius"] = math.nan  # a refused row in each of the first two chunks
+    frame.to_parquet(src)
 
     chunks: list[int] = []
 
     def interrupt(scored: int, refused: int) -> None:
         chunks.append(scored)
-        if len(chunks) == 3:  # three chunks scored and queued for the store
+        if len(chunks) == 3:  # three chunks scored and queued for the store, two refusals too
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -281,6 +283,11 @@ def test_interrupted_run_leaves_no_output(
     # and no row of it stays in the store: nothing was delivered, nothing is traffic
     assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
     assert _rows(store, "SELECT COUNT(*) FROM sketches") == [(0,)]
+    # nor do its refusals count: a retry refuses the same rows again
+    assert _rows(store, "SELECT COUNT(*) FROM events") == [(0,)]
+    # the retry delivers, and its refusals count once
+    score(TUMOR_MODEL, src, tmp_path / "out.parquet", chunk_rows=10)
+    assert _rows(store, "SELECT kind, COUNT(*) FROM events GROUP BY kind") == [("invalid", 2)]
 
 
 def test_monitor_reports_drift_for_a_shifted_batch(
@@ -370,6 +377,7 @@ def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
     from nb2prod.batch import score
 
     frame = _frame(captured_project)
+    frame.loc[0, "mean radius"] = math.nan  # part 0 refuses a row
     parts = tmp_path / "parts"
     parts.mkdir()
     for i, (a, b) in enumerate([(0, 90), (90, len(frame))]):
@@ -398,3 +406,4 @@ def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
     assert _rows(store, "SELECT COUNT(*) FROM sketches") == [(0,)]
+    assert _rows(store, "SELECT COUNT(*) FROM events") == [(0,)]

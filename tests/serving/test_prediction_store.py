@@ -80,6 +80,31 @@ def test_the_monitor_report_reads_the_same_from_both_backends(
         assert pg.features[feature].psi == pytest.approx(lite.features[feature].psi, rel=1e-12)
 
 
+def test_a_batchs_refusals_count_once_it_delivers(location: str) -> None:
+    """A batch's refusals wait under its own kind: delivered, they become ``invalid`` events;
+    forgotten (the batch failed), they are gone; the service's events are never touched."""
+    from nb2prod.batch.log import deliver, forget, pending_kind
+    from nb2prod.serving.store import Store
+
+    store = Store(location)
+    refusal = {"reason": "type", "field": "x", "ts": 100.0}
+    store.add_events(
+        [
+            {"kind": "invalid", "reason": "null", "field": "y", "ts": 99.0},  # the service's
+            {**refusal, "kind": pending_kind("b20261129000000aaaa")},
+            {**refusal, "kind": pending_kind("b20261129000000aaaa")},
+            {**refusal, "kind": pending_kind("b20261129000000bbbb")},
+        ]
+    )
+    counted = "SELECT reason, COUNT(*) FROM events WHERE kind = 'invalid' GROUP BY reason ORDER BY reason"
+    assert store.query(counted) == [("null", 1)]  # nothing of a batch still scoring counts
+    deliver(location, "b20261129000000aaaa", started=100.0)
+    forget(location, "b20261129000000bbbb")
+    assert store.query(counted) == [("null", 1), ("type", 2)]
+    assert store.query("SELECT COUNT(*) FROM events") == [(3,)]
+    store.close()
+
+
 def test_batch_chunks_read_back_like_the_services_rows(location: str) -> None:
     """A batch's chunks (Parquet payloads, rows resolved by range) give back each row as the
     service logs one: features with text intact (quotes, tabs, newlines), nulls where the input
