@@ -120,6 +120,45 @@ async function panelScenario(page) {
   await shot(page, '05-rollback-refused');
 }
 
+// The services section: a served model with its drift, a service added by URL that does not
+// answer, and the model's drift report in a main-area tab.
+async function servicesScenario(page) {
+  await openNotebook(page, config.notebook, false);
+  await openPanel(page);
+  step = 'the served model in the services section, drifted feature first';
+  const served = `.nb2prod-service[data-url="${config.service_url}"]`;
+  await page.waitForSelector(`${served} .nb2prod-drift`, { timeout: 30000 });
+  seen.service = (await page.textContent(served)).trim();
+  seen.service_drift = (await page.textContent(`${served} .nb2prod-drift`)).trim();
+  seen.service_features = await texts(page, `${served} .nb2prod-features li`);
+  seen.service_drifted = await texts(page, `${served} .nb2prod-features li.nb2prod-drifted`);
+  seen.steps.push(step);
+  await shot(page, '06-services');
+
+  step = 'add a service by its URL: one that does not answer says so';
+  await page.fill('.nb2prod-add-service input.nb2prod-service-url', config.unreachable_url);
+  await page.click('.nb2prod-add-service button[type="submit"]');
+  await page.waitForFunction(
+    url => [...document.querySelectorAll('.nb2prod-service.nb2prod-unreachable')].some(e => e.textContent.startsWith(url)),
+    config.unreachable_url,
+    { timeout: 30000 }
+  );
+  seen.unreachable = await texts(page, '.nb2prod-service.nb2prod-unreachable');
+  seen.services_after_add = await page.$$eval('.nb2prod-service', els => els.length);
+  seen.steps.push(step);
+  await shot(page, '07-service-added');
+
+  step = "open the model's drift report";
+  await page.click('.nb2prod-model[data-model="tiny"] button.nb2prod-report');
+  const frame = await (await page.waitForSelector('#nb2prod-report-tiny iframe', { timeout: 60000 })).contentFrame();
+  await frame.waitForSelector('body', { timeout: 30000 });
+  seen.report_tab = (await page.textContent("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel"))?.trim();
+  seen.report_sandbox = await page.getAttribute('#nb2prod-report-tiny iframe', 'sandbox');
+  seen.report_text = (await frame.textContent('body')).replace(/\s+/g, ' ').trim().slice(0, 4000);
+  seen.steps.push(step);
+  await shot(page, '08-drift-report');
+}
+
 // Computed styles of the first markdown h2 and of the page, as the user sees them.
 async function headingStyle(page) {
   return page.evaluate(shown => {
@@ -181,6 +220,8 @@ try {
       await panelScenario(page);
     } else if (scenario === 'paint') {
       await paintScenario(page);
+    } else if (scenario === 'services') {
+      await servicesScenario(page);
     } else if (scenario === 'styles') {
       await stylesScenario(page);
     } else {

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,15 +140,20 @@ def seen(
     trust = shutil.which("jupyter", path=str(Path(__import__("sys").executable).parent)) or jupyter_exe
     env: dict[str, str] = lab.env  # type: ignore[attr-defined]
     subprocess.run([trust, "trust", *styles.values()], env=env, check=True, capture_output=True, timeout=60)
-    config = {
-        "url": lab.url,
-        "token": lab.token,
-        "out": str(out),
-        "chromium": str(CHROMIUM),
-        "scenarios": ["styles", "panel"],
-        "notebook": NOTEBOOK,
-        "notebooks": {k: str(Path(v).relative_to(captured_project.home)) for k, v in styles.items()},
-    }
+    return _drive(
+        lab,
+        out,
+        {
+            "scenarios": ["styles", "panel"],
+            "notebook": NOTEBOOK,
+            "notebooks": {k: str(Path(v).relative_to(captured_project.home)) for k, v in styles.items()},
+        },
+    )
+
+
+def _drive(lab: Server, out: Path, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Run lab.mjs once (its own chromium) with ``scenario``; what it saw, failing on a failed step."""
+    config = {"url": lab.url, "token": lab.token, "out": str(out), "chromium": str(CHROMIUM), **scenario}
     config_path = out / "config.json"
     config_path.write_text(json.dumps(config))
     done = subprocess.run(
@@ -218,4 +226,81 @@ def test_panel_shows_runs_and_models_and_acts(
     client = mlflow.MlflowClient(captured_project.tracking_uri, captured_project.tracking_uri)
     assert str(client.get_model_version_by_alias(TINY_MODEL, "champion").version) == expected_champion
     for name in ("01-panel", "02-rerun", "03-exported", "04-promoted", "05-rollback-refused"):
+        assert (Path(seen["out"]) / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def seen_services(
+    seen: dict[str, Any],
+    lab: Server,
+    captured_project: CapturedProject,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """After the panel scenario (which exported a Bento): ``nb2prod serve`` of the model with 60
+    rows whose feature ``a`` moved, then the services scenario in a second chromium run."""
+    import urllib.request
+
+    import pandas as pd
+
+    from tests.served import free_port, serving
+
+    out = tmp_path_factory.mktemp("lab-services")
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    argv = [sys.executable, "-m", "nb2prod", "serve", TINY_MODEL, "--port", str(free_port())]
+    with serving(argv, captured_project.env(), out / "serve.log", cwd=captured_project.home) as service:
+        train = pd.read_csv(captured_project.home / "notebooks" / "data.csv").iloc[:60]
+        rows = [{"a": float(a + 5), "b": float(b)} for a, b in zip(train.a, train.b, strict=True)]
+        status, raw, _ = service.post("/predict", json.dumps(rows).encode(), headers={"X-Request-ID": "lab"})
+        assert status == 200, raw
+        deadline = time.monotonic() + 30
+        while True:  # the service logs off the request path: its drift needs the 60 rows
+            with urllib.request.urlopen(service.url + "/drift", timeout=10) as response:
+                drift = json.loads(response.read())
+            if drift["status"] != "insufficient_data":
+                break
+            assert time.monotonic() < deadline, drift
+            time.sleep(0.5)
+        # the true labels of ten of them (rows of a list are "<X-Request-ID>-<i>")
+        labels = [{"request_id": f"lab-{i}", "label": int(train.label[i])} for i in range(10)]
+        status, stored = service.request("/feedback", {"labels": labels})
+        assert status == 200 and stored["stored"] == 10, stored
+        result = _drive(
+            lab,
+            out,
+            {
+                "scenarios": ["services"],
+                "notebook": NOTEBOOK,
+                "service_url": service.url,
+                "unreachable_url": unreachable,
+            },
+        )
+    result.update(service_url=service.url, unreachable_url=unreachable)
+    return result
+
+
+def test_panel_shows_services_adds_one_and_opens_the_drift_report(seen_services: dict[str, Any]) -> None:
+    seen = seen_services
+    # the served model: its drift verdict, the moved feature first and marked
+    assert seen["service"].startswith(f"{TINY_MODEL} {seen['service_url']}"), seen["service"]
+    assert "· 6 req/min" in seen["service"]  # 60 rows over the last 10 minutes
+    assert seen["service_drift"] == "drift: drift"
+    assert seen["service_features"][0].startswith("a: PSI ") and seen["service_features"][0].endswith(
+        "(drifted)"
+    )
+    assert seen["service_drifted"] == [seen["service_features"][0]]
+    assert [f.split(":")[0] for f in seen["service_features"]] == ["a", "b"]
+    # live quality from the ten labels sent as feedback, with how many there are
+    assert re.search(r"live quality: accuracy=[0-9.]+ f1_macro=[0-9.]+ \(10 labelled\)$", seen["service"]), (
+        seen["service"]
+    )
+    # added by URL: listed, and it says it does not answer
+    (unreachable,) = seen["unreachable"]
+    assert unreachable.startswith(f"{seen['unreachable_url']}: not reachable (") and len(unreachable) > 40
+    assert seen["services_after_add"] >= 2
+    # the drift report: a tab of its own, sandboxed, with the verdict and the moved feature
+    assert seen["report_tab"] == f"Drift: {TINY_MODEL}"
+    assert seen["report_sandbox"] == ""
+    text = seen["report_text"]
+    assert "nb2prod monitor" in text and "DRIFT" in text and "Drifted: a" in text, text
+    for name in ("06-services", "07-service-added", "08-drift-report"):
         assert (Path(seen["out"]) / f"{name}.png").stat().st_size > 10_000

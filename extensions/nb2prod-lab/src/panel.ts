@@ -360,10 +360,13 @@ export class Nb2ProdPanel extends Widget {
         if (!s.reachable) {
           return h('div', { class: 'nb2prod-service nb2prod-unreachable' }, `${s.url}: not reachable (${s.error ?? ''})`);
         }
-        const quality = Object.entries(s.quality)
-          .filter(([, v]) => typeof v === 'number')
+        // the metrics of the labelled rows (feedback), with how many there are; none: no line
+        const labelled = Number(s.quality.labelled ?? 0);
+        const metrics = Object.entries(s.quality)
+          .filter(([k, v]) => k !== 'labelled' && typeof v === 'number')
           .map(([k, v]) => `${k}=${Number(v).toPrecision(3)}`)
           .join(' ');
+        const quality = labelled > 0 && metrics ? `${metrics} (${labelled} labelled)` : '';
         return h(
           'div',
           { class: 'nb2prod-service', 'data-url': s.url },
