@@ -36,7 +36,7 @@ from typing import Any, TypedDict
 
 from nb2prod.exceptions import MonitorError
 from nb2prod.serving import sketch as sk
-from nb2prod.serving.store import PREDICTION_COLUMN, Store, is_sqlite_file
+from nb2prod.serving.store import PREDICTION_COLUMN, Store, event_field, is_sqlite_file
 
 __all__ = [
     "BATCH",
@@ -322,7 +322,7 @@ def _events(store: Store, since: float | None, until: float) -> Events:
     for kind, version, reason, fld, count in rows:
         if kind == "invalid":
             by_reason[str(reason or "")] += int(count)
-            by_field[str(fld or "")] += int(count)
+            by_field[event_field(fld) or ""] += int(count)  # services before this one kept row.x, rows[3].x
         elif kind == "fallback":
             fallback[str(version or "")] += int(count)
         elif kind == "error":

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from .openapi import HEADER_REQUEST_ID, document
 from .schema import REQUEST_ID_FIELD, describe_errors
+from .store import event_field
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,7 +85,8 @@ class InputGuard:
         path: The route to guard.
         max_body_bytes: Larger bodies get 413.
         max_rows: More rows in one request get 413.
-        on_invalid: Called with the reason and the first field named of every refused request.
+        on_invalid: Called with the reason and the column of the first field named
+            (:func:`~.store.event_field`) of every refused request.
         capped_paths: Other POST routes that get the content-type check and the body cap only.
         docs_path: The OpenAPI document rewritten to describe ``path`` truthfully.
         drain_seconds: How long a refused oversized body is read and dropped.
@@ -141,7 +143,7 @@ class InputGuard:
                 forwarded = self._validate(body, request_id)
         except BadRequest as bad:
             if self.on_invalid is not None:
-                self.on_invalid(bad.reason, bad.detail[0].get("field") if bad.detail else None)
+                self.on_invalid(bad.reason, event_field(bad.detail[0].get("field")) if bad.detail else None)
             await _json_response(send, bad.status, _error_body(bad, request_id), request_id, close=bad.close)
             return
         await self._forward(scope, send, forwarded, request_id)

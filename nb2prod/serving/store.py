@@ -47,6 +47,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -481,6 +482,19 @@ class Store:
                 if row <= last and _present(present, row - first):
                     out[rid] = (batch_id, first, row)
         return out
+
+
+_ROW_OF_REQUEST = re.compile(r"^(?:row|rows\[\d+\])(?:\.|$)")
+
+
+def event_field(field: str | None) -> str | None:
+    """The ``field`` an ``invalid`` event records: the column the refusal names, wherever its
+    row sat in the request (``row.x`` and ``rows[3].x`` are ``x``, as a batch names it), so
+    refusals count per column; ``rows[3]`` (the row itself) is ``row``, any other field is kept."""
+    if field is None:
+        return None
+    found = _ROW_OF_REQUEST.match(field)
+    return field if found is None else field[found.end() :] or "row"
 
 
 def split_batch_request_id(request_id: str) -> tuple[str, int] | None:

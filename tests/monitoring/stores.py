@@ -112,8 +112,9 @@ def held_out_store(path: str, data: dict[str, Any]) -> dict[str, Any]:
     store.add_feedback(zip(labelled, truth.tolist(), strict=True), source="test", ts=T0 + 5000)
     store.add_events(
         [
+            # one column, two ways: as recorded now, and as older services recorded a list's row
             {"kind": "invalid", "reason": "missing", "field": "mean area", "ts": T0 + 10},
-            {"kind": "invalid", "reason": "not_finite", "field": "mean area", "ts": T0 + 11},
+            {"kind": "invalid", "reason": "not_finite", "field": "rows[4].mean area", "ts": T0 + 11},
             {"kind": "fallback", "model_version": "1", "ts": T0 + 12},
         ]
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sqlite3
 import time
@@ -211,6 +212,14 @@ def test_bad_inputs_get_a_4xx_naming_the_field(captured_project: CapturedProject
     text = metrics.decode()
     for reason in ("malformed_json", "unseen_category", "pickle_refused", "not_finite", "null"):
         assert f'nb2prod_invalid_input_total{{reason="{reason}"}}' in text, reason
+    # the store counts refusals per column, wherever the row sat in the request (monitor's
+    # "by field"): rows[1].mean radius is recorded as mean radius, as a batch records it
+    assert service.store is not None
+    deadline = time.monotonic() + 20
+    while ("type", "mean radius") not in (fields := _invalid_fields(service.store)):
+        assert time.monotonic() < deadline, fields
+        time.sleep(0.2)
+    assert not [f for _, f in fields if f and re.match(r"row\.|rows\[", f)], fields
 
 
 def test_metadata_carries_provenance(
@@ -224,6 +233,19 @@ def test_metadata_carries_provenance(
     assert meta["run_id"] and meta["environment_digest"].startswith("sha256:")
     assert meta["data_digests"]["dataset:train"].startswith("xxh3_128:")
     assert meta["exported_at"] and meta["ready"] is True
+
+
+def _invalid_fields(store: Path) -> list[tuple[str, str | None]]:
+    """(reason, field) of the ``invalid`` events the service has written so far."""
+    if not store.exists():
+        return []
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT reason, field FROM events WHERE kind = 'invalid'").fetchall()
+    except sqlite3.OperationalError:  # the writer has not created the table yet
+        return []
+    finally:
+        conn.close()
 
 
 def _logged_ids(store: Path) -> list[str]:
