@@ -88,7 +88,11 @@ def _parsers() -> dict[str, _Parser]:
     export.add_argument("ref", metavar="NAME[@alias|/version]", help="the registered model to export")
     export.add_argument("--output", help="also write the Bento as an archive (FILE.bento)")
     score = p["score"] = _Parser(prog="%nb2prod score")
-    score.add_argument("ref", metavar="NAME[@alias|/version]", help="the registered model to score with")
+    score.add_argument(
+        "ref",
+        metavar="NAME[@alias|/version]",
+        help="the registered model to score with (NAME alone: NAME@champion)",
+    )
     score.add_argument("input", metavar="INPUT", help="a CSV or Parquet file (or a folder of them)")
     score.add_argument("-o", "--output", required=True, help="where the predictions go (.csv or .parquet)")
     score.add_argument("--rejects", help="keep refused rows, with their reasons, in this file")

@@ -442,10 +442,12 @@ def score(
     on_progress: Progress | None = None,
     on_start: Callable[[BatchModel, Source], None] | None = None,
 ) -> ScoreResult:
-    """Score ``input`` with ``ref`` (``NAME[@alias|/version]``) into ``output`` (see the module doc).
+    """Score ``input`` with ``ref`` (``NAME[@alias|/version]``; ``NAME`` alone: ``NAME@champion``) into
+    ``output`` (see the module doc).
 
     Args:
-        ref: The registered model (``--bento``: the model whose newest Bento scores).
+        ref: The registered model (``--bento``: the model whose newest Bento scores, in the
+            version its services answer with).
         input: A CSV or Parquet file, or a directory of Parquet parts.
         output: Parquet (CSV when it ends in ``.csv``); with ``scheduler`` a directory of parts.
         rejects: Where refused rows go (Parquet, or CSV by name); None: counted only.
@@ -482,7 +484,9 @@ def score(
         )
     if log and scheduler is not None:
         check_store_reachable(store or os.environ.get(STORE_ENV) or "", scheduler)
-    loaded = models.load(ref, settings, bento=bento)
+    if store is not None and "://" not in store:
+        store = str(Path(store).expanduser().resolve())
+    loaded = models.load(ref, settings, bento=bento, store=store)
     check_columns(source, loaded, id_column)
     if on_start is not None:
         on_start(loaded, source)
@@ -490,8 +494,6 @@ def score(
         store = None
     elif store is None:
         store = prediction_store(loaded.manifest.name, settings.bentoml_home)
-    elif "://" not in store:
-        store = str(Path(store).expanduser().resolve())
     batch_id = new_batch_id()
     if scheduler is not None:
         from nb2prod.batch.dask import score_on_cluster

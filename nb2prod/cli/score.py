@@ -41,7 +41,9 @@ import click
     show_default=True,
     help="Rows read and scored at a time (memory is bounded by it).",
 )
-@click.option("--bento", is_flag=True, help="Score with the model of the newest Bento of NAME.")
+@click.option(
+    "--bento", is_flag=True, help="Score with the newest Bento of NAME: the version its services answer with."
+)
 @click.option("--no-log", is_flag=True, help="Do not log the scored rows into the prediction store.")
 @click.option(
     "--store",
@@ -64,7 +66,8 @@ def score_cmd(
 ) -> None:
     """Score INPUT (CSV, Parquet, or a directory of Parquet parts) with a registered model.
 
-    Rows are checked against the same contract as the service; refused rows go to --rejects
+    NAME alone is NAME@champion, the version production answers with; with --bento, the
+    version the newest Bento's services answer with (after promote or rollback). Rows are checked against the same contract as the service; refused rows go to --rejects
     with the reason and field the service would answer. Scored rows are logged to the
     model's prediction store as source `batch`, so `nb2prod monitor` and `nb2prod feedback`
     see them. Exit code 1 when rows were refused.

@@ -23,10 +23,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .store import PREDICTION_COLUMN
+from .store import CONTROL_ACTIVE, PREDICTION_COLUMN
 
 MANIFEST_FILE = "nb2prod_manifest.json"
 FORMAT_PREFIX = "nb2prod-bento-v"
@@ -417,6 +418,27 @@ class Manifest:
         if self.models:
             return dict(self.models)
         return {self.model_version: replace(self.model, bento_model_tag=self.bento_model_tag)}
+
+    @property
+    def exported_ts(self) -> float:
+        """Unix time of the build (0 when unknown): a switch of the control table older than the
+        build is stale (the newer Bento's exported version answers)."""
+        if not self.exported_at:
+            return 0.0
+        try:
+            return datetime.fromisoformat(self.exported_at).timestamp()
+        except ValueError:
+            return 0.0
+
+    def answering_version(self, control: Mapping[str, tuple[Any, float]]) -> str:
+        """The version the Bento's services answer with, given its store's control table
+        (:meth:`nb2prod.serving.store.Store.control`): the ``active`` switch when it is newer
+        than the build and names a carried version, as the service follows it; else the
+        exported version (a switch the service cannot follow leaves it there)."""
+        value, at = control.get(CONTROL_ACTIVE, (None, 0.0))
+        if value is not None and at > self.exported_ts and str(value) in self.carried():
+            return str(value)
+        return self.model_version
 
     def monitored_columns(self) -> dict[str, Profile]:
         """Column -> reference profile of what drift watches: the features, then the

@@ -14,7 +14,6 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +58,6 @@ def bento_source_dir() -> Path | None:
     return None
 
 
-def _iso_ts(text: str | None) -> float:
-    if not text:
-        return 0.0
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return 0.0
-
-
 class Runtime:
     """The models the Bento carries, which one answers, and the fallback when it raises.
 
@@ -108,7 +98,7 @@ class Runtime:
         self.canary: tuple[str, float] | None = (canary.version, canary.percent) if canary else None
         # the version that scores the answered rows off the request path (shadow.py), never answering
         self.shadow: str | None = None
-        self.exported_ts = _iso_ts(manifest.exported_at)
+        self.exported_ts = manifest.exported_ts
         self.control_seen: dict[str, float] = {}
         self.control_refusals: dict[str, str] = {}
         self._waiting: set[str] = set()

@@ -407,3 +407,28 @@ def test_a_failed_part_on_the_cluster_leaves_no_output_and_no_logged_row(
     assert _rows(store, "SELECT COUNT(*) FROM batch_chunks") == [(0,)]
     assert _rows(store, "SELECT COUNT(*) FROM sketches") == [(0,)]
     assert _rows(store, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_a_model_without_a_champion_is_one_error_naming_the_version_to_give(
+    captured_project: CapturedProject, tmp_path: Path, store: Path
+) -> None:
+    import mlflow
+
+    from nb2prod.batch import ScoreError, score
+
+    src = tmp_path / "in.parquet"
+    _frame(captured_project).head(10).to_parquet(src)
+    out = tmp_path / "out.parquet"
+    client = mlflow.MlflowClient(captured_project.tracking_uri, captured_project.tracking_uri)
+    client.delete_registered_model_alias(TUMOR_MODEL, "champion")
+    try:
+        with pytest.raises(ScoreError) as refused:
+            score(TUMOR_MODEL, src, out)
+        assert refused.value.message.startswith(f"{TUMOR_MODEL} has no champion")
+        assert f"nb2prod score {TUMOR_MODEL}/1" in (refused.value.hint or "")
+        assert not out.exists() and not store.exists()  # refused before anything was written
+        result = score(f"{TUMOR_MODEL}/1", src, out)  # naming the version scores
+        assert (result.version, result.source) == ("1", f"models:/{TUMOR_MODEL}/1")
+    finally:
+        client.set_registered_model_alias(TUMOR_MODEL, "champion", "1")
+    assert score(TUMOR_MODEL, src, out).source == f"models:/{TUMOR_MODEL}@champion"

@@ -289,6 +289,42 @@ def test_rollback_switches_the_live_service_without_a_restart(loop: CapturedProj
     assert "rollback from 2" in done.stdout
 
 
+def test_score_uses_what_production_answers_with(loop: CapturedProject, server: Service) -> None:
+    """``nb2prod score NAME`` scores with the champion (v2), not the newest registered version
+    (v3, refused by retrain); ``--bento`` follows the services through a rollback (v1) without
+    a rebuild, as the service does; a model without a champion is one error naming the fix."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    source = loop.home / "score-what-serves.csv"
+    rows = loop.data["heldout"]["rows"][:20]
+    with source.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def versions(*flags: str) -> set[str]:
+        out = loop.home / f"scored-{uuid.uuid4().hex[:6]}.parquet"
+        done = loop.cli("score", MODEL, str(source), "-o", str(out), "--no-log", *flags)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return set(pq.read_table(out).column("model_version").to_pylist())
+
+    assert versions() == {"2"}
+    assert versions("--bento") == {"2"}
+    done = loop.cli("rollback", MODEL)
+    assert done.returncode == 0, done.stderr
+    try:
+        assert versions("--bento") == {"1"}  # the Bento was exported with v2; its services answer with v1
+        assert versions() == {"1"}
+    finally:
+        assert loop.cli("promote", MODEL, "2").returncode == 0
+    assert versions("--bento") == {"2"}
+    done = loop.cli("score", "nobody", str(source), "-o", str(loop.home / "x.parquet"))
+    assert done.returncode == 2 and "no registered model named 'nobody'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_retrain_on_labelled_feedback_refuses_without_the_margin(
     loop: CapturedProject, server: Service
 ) -> None:
