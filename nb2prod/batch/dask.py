@@ -127,8 +127,8 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 def _stop_parts(client: Any, batch_id: str, futures: list[Any], timeout: float = STOP_TIMEOUT) -> None:
-    """Tell the batch's running parts to stop and wait for them: a part still running would log
-    rows after they are removed. Queued parts start, see the event and stop at once."""
+    """Tell the batch's running parts to stop and wait for them: a part still running would write
+    output or log rows after they are removed. Queued parts start, see the event and stop at once."""
     from distributed import Event, wait
 
     with contextlib.suppress(Exception):  # the cluster is gone: nothing runs any more
@@ -206,11 +206,12 @@ def score_on_cluster(
             else:
                 bad_tmp.rmdir()
     except BaseException:
+        # parts still running write into the staging folders and log rows: stop them first
+        _stop_parts(client, batch_id, futures)
         shutil.rmtree(out_tmp, ignore_errors=True)
         if bad_tmp is not None:
             shutil.rmtree(bad_tmp, ignore_errors=True)
         if store is not None:  # the parts that ran logged their rows: the batch delivered none
-            _stop_parts(client, batch_id, futures)
             forget(store, batch_id)
         raise
     finally:
