@@ -112,6 +112,20 @@ def _check_version(client: MlflowClient, name: str, version: str) -> None:
         ) from None
 
 
+def _no_model(name: str) -> LifecycleError:
+    return LifecycleError(f"no registered model named {name!r}", hint="see the MLflow UI for names")
+
+
+def _check_model(client: MlflowClient, name: str) -> None:
+    """Raise the "no registered model" error when ``name`` is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise _no_model(name) from None
+
+
 # How long promote/rollback wait for running services by default (they poll every second).
 DEFAULT_WAIT_S = 10.0
 
@@ -365,6 +379,7 @@ def _rollback(settings: Settings, name: str, to: str | None, wait: float, early:
     client = mlflow_client(settings)
     current = registry.alias_version(client, name, registry.CHAMPION)
     if current is None:
+        _check_model(client, name)
         raise LifecycleError(f"{name} has no champion to roll back", hint=f"nb2prod promote {name} VERSION")
     target = to or registry.replaced_version(client, name, current)
     if target is None:
@@ -452,9 +467,7 @@ def history(name: str, *, settings: Settings | None = None) -> list[AliasEvent]:
     try:
         moves = registry.alias_history(mlflow_client(settings), name)
     except MlflowException:
-        raise LifecycleError(
-            f"no registered model named {name!r}", hint="see the MLflow UI for names"
-        ) from None
+        raise _no_model(name) from None
     location = store_location(settings, name)
     try:
         switches = http_switches(location)

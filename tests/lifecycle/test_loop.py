@@ -355,6 +355,8 @@ def test_lifecycle_errors_are_one_line(loop: CapturedProject) -> None:
     assert done.returncode == 2 and "no version 42" in done.stderr and "Traceback" not in done.stderr
     done = loop.cli("rollback", MODEL, "--to", "2")
     assert done.returncode == 2 and "champion already" in done.stderr
+    done = loop.cli("rollback", "nobody")  # not "nobody has no champion": there is no such model
+    assert done.returncode == 2 and "no registered model named 'nobody'" in done.stderr, done.stderr
     bad = loop.home / "bad.csv"
     bad.write_text("request_id,label\nr1,7\n")
     done = loop.cli("feedback", MODEL, str(bad))
