@@ -349,10 +349,11 @@ def _lines(
     threshold: float | None,
     from_zero: bool = True,
 ) -> str:
-    """One polyline per series over the time buckets (gaps where a value is None).
+    """One polyline per series over the time buckets (gaps where a value is None); a series with
+    no value (no label came back) is left out, legend included.
 
     The value axis stops at the data (and the threshold): from 0 (``from_zero``) or from the
-    smallest value, to the largest.
+    smallest value, to the largest; a flat line gets 5 % of its value above and below.
     """
     width, height, left, bottom = 720, 200, 44, 20
     values = [v for s in series.values() for v in s if v is not None and math.isfinite(v)]
@@ -362,7 +363,8 @@ def _lines(
     top = max([*values, *extra])
     low = 0.0 if from_zero else min([*values, *extra])
     if top - low <= 0:
-        top, low = (top + 0.5, low - 0.5) if not from_zero else (top or 1.0, 0.0)
+        pad = abs(top) * 0.05 or 0.5
+        top, low = (top + pad, low - pad) if not from_zero else (top or 1.0, 0.0)
     n = len(times)
 
     def xy(i: int, v: float) -> str:
@@ -384,7 +386,8 @@ def _lines(
             f"<title>threshold {threshold}</title></line>"
         )
     legend = []
-    for k, (name, s) in enumerate(series.items()):
+    shown = {k: s for k, s in series.items() if any(v is not None and math.isfinite(v) for v in s)}
+    for k, (name, s) in enumerate(shown.items()):
         color = _PALETTE[k % len(_PALETTE)]
         runs: list[list[str]] = [[]]
         for i, v in enumerate(s):

@@ -139,6 +139,15 @@ def test_charts_stop_at_the_data(data: dict[str, Any], tmp_path: Path) -> None:
     chart = _lines([0.0, 60.0, 120.0], {"accuracy": [0.9, 1.0, 0.95]}, threshold=None, from_zero=False)
     labels = re.findall(r"<text x=\"2\" y=\"\d+\">([^<]*)</text>", chart)
     assert labels == ["1", "0.9"]
+    # no label came back: only the estimate is drawn and named; a flat line is not drawn to 1.5
+    chart = _lines(
+        [0.0, 60.0],
+        {"accuracy": [None, None], "estimated accuracy": [1.0, 1.0]},
+        threshold=None,
+        from_zero=False,
+    )
+    assert "estimated accuracy" in chart and "&#9632; accuracy" not in chart
+    assert re.findall(r"<text x=\"2\" y=\"\d+\">([^<]*)</text>", chart) == ["1.05", "0.95"]
     assert data_span([0, 0, 5, 0, 3, 0, 0]) == slice(2, 5) and data_span([0, 0]) == slice(0, 2)
     held_out_store(str(tmp_path / "p.db"), data)
     wide = build_report(str(tmp_path / "p.db"), data["manifest"], until=T0 + 86_400 * 2, now=T0 + 86_400 * 2)
