@@ -160,9 +160,7 @@ def from_bento(name: str, settings: Settings, store: str | None = None) -> Batch
         ) from None
     version = manifest.answering_version(_control(store or prediction_store(model_name, home), model_name))
     info = manifest.carried()[version]
-    model_tag = (
-        info.bento_model_tag or (manifest.bento_model_tag if version == manifest.model_version else "") or ""
-    )
+    model_tag = info.bento_model_tag or ""  # carried() names each version's BentoML model
     folder = home / MODELS / bento_name(model_name) / model_tag.split(":", 1)[-1]
     if not model_tag or not folder.is_dir():
         raise ScoreError(

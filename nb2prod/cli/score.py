@@ -67,10 +67,11 @@ def score_cmd(
     """Score INPUT (CSV, Parquet, or a directory of Parquet parts) with a registered model.
 
     NAME alone is NAME@champion, the version production answers with; with --bento, the
-    version the newest Bento's services answer with (after promote or rollback). Rows are checked against the same contract as the service; refused rows go to --rejects
-    with the reason and field the service would answer. Scored rows are logged to the
-    model's prediction store as source `batch`, so `nb2prod monitor` and `nb2prod feedback`
-    see them. Exit code 1 when rows were refused.
+    version the newest Bento's services answer with (after promote or rollback). Rows are
+    checked against the same contract as the service; refused rows go to --rejects with the
+    reason and field the service would answer. Scored rows are logged to the model's
+    prediction store as source `batch`, so `nb2prod monitor` and `nb2prod feedback` see them.
+    Exit code 1 when rows were refused.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
